@@ -28,7 +28,7 @@ fi
 echo "[setup] building ROS interfaces"
 VENV="$VENV" bash scripts/build_interfaces.sh
 
-SRC_HASH=$( (git ls-files -s selfi_ros setup.py setup.cfg package.xml launch config resource 2>/dev/null || true; find selfi_ros launch config -type f -newer "$VENV/.selfi_installed" 2>/dev/null) | sha256sum | cut -c1-16)
+SRC_HASH=$(find selfi_ros launch config resource msg setup.py setup.cfg package.xml -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.selfi_installed" 2>/dev/null)" != "$SRC_HASH" ]; then
   echo "[setup] installing selfi_ros into $VENV"
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . 
