@@ -1,0 +1,190 @@
+"""Aggregator / layers: RoPE, pos_embed resize, alternating attention vs direct computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from selfi_ros.model.aggregator import Aggregator, validate_images
+from selfi_ros.model.config import VGGTConfig
+from selfi_ros.model.layers import Block, RotaryPositionEmbedding2D, patch_positions, resize_pos_embed_grid
+
+torch.set_num_threads(1)
+
+
+def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights where every branch matters (LayerScale ~U(0.1, 0.6), tokens N(0, 0.5^2))."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
+            elif "token" in name or "pos_embed" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_rope_matches_independent_formula():
+    rope = RotaryPositionEmbedding2D(100.0)
+    B, Hh, N, D = 2, 3, 7, 16
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, Hh, N, D, generator=g, dtype=torch.float64)
+    pos = torch.randint(0, 9, (B, N, 2), generator=g)
+    out = rope(x, pos).numpy()
+    xn, pn = x.numpy(), pos.numpy()
+    ref = np.empty_like(xn)
+    half, q = D // 2, D // 4
+    for b in range(B):
+        for n in range(N):
+            for axis in range(2):
+                p = float(pn[b, n, axis])
+                for i in range(q):
+                    theta = p * 100.0 ** (-i / q)  # 100^(-2i/half)
+                    u = xn[b, :, n, axis * half + i]
+                    v = xn[b, :, n, axis * half + i + q]
+                    ref[b, :, n, axis * half + i] = u * math.cos(theta) - v * math.sin(theta)
+                    ref[b, :, n, axis * half + i + q] = v * math.cos(theta) + u * math.sin(theta)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    # position (0, 0) is the identity
+    zero = torch.zeros(B, N, 2, dtype=torch.long)
+    torch.testing.assert_close(rope(x, zero), x)
+
+
+def test_patch_positions_layout():
+    pos = patch_positions(2, 3, 5)
+    assert pos.shape == (11, 2)
+    assert (pos[:5] == 0).all()
+    assert pos[5].tolist() == [1, 1] and pos[7].tolist() == [1, 3] and pos[8].tolist() == [2, 1]
+
+
+def _keys_cubic(t, a=-0.5):
+    t = abs(t)
+    if t < 1:
+        return (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1
+    if t < 2:
+        return a * (t ** 3 - 5 * t ** 2 + 8 * t - 4)
+    return 0.0
+
+
+def _aa_matrix(n_in, n_out):
+    """Separable antialiased bicubic resize matrix (facts file §2)."""
+    M = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    f = max(scale, 1.0)
+    support = 2.0 * f
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n_in)
+        w = np.array([_keys_cubic((j - center + 0.5) / f) for j in range(lo, hi)])
+        M[i, lo:hi] = w / w.sum()
+    return M
+
+
+@pytest.mark.parametrize("hw", [(21, 37), (9, 13), (40, 45)])
+def test_pos_embed_resize_matches_separable_formula(hw):
+    h, w = hw
+    G, C = 37, 3
+    g = torch.Generator().manual_seed(2)
+    grid = torch.randn(1, C, G, G, generator=g)
+    out = resize_pos_embed_grid(grid, h, w)[0].double().numpy()
+    Mh, Mw = _aa_matrix(G, h), _aa_matrix(G, w)
+    ref = np.einsum("ia,cab,jb->cij", Mh, grid[0].double().numpy(), Mw)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+def test_block_state_dict_names():
+    b = Block(64, 4, init_values=0.01, qk_norm=True, rope=RotaryPositionEmbedding2D())
+    names = list(b.state_dict())
+    assert names == ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.q_norm.weight",
+                     "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias", "attn.proj.weight",
+                     "attn.proj.bias", "ls1.gamma", "norm2.weight", "norm2.bias", "mlp.fc1.weight",
+                     "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "ls2.gamma"]
+    assert "attn.q_norm.weight" not in Block(64, 4).state_dict()
+
+
+def _direct_block(blk: Block, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Independent computation of one aggregator block on (N, C) tokens with explicit matmuls."""
+    a = blk.attn
+    Hh, d = a.num_heads, a.head_dim
+    y = torch.nn.functional.layer_norm(x, (x.shape[-1],), blk.norm1.weight, blk.norm1.bias, 1e-5)
+    qkv = y @ a.qkv.weight.T + a.qkv.bias
+    q, k, v = [qkv[:, i * Hh * d:(i + 1) * Hh * d].reshape(-1, Hh, d).transpose(0, 1) for i in range(3)]
+    q = torch.nn.functional.layer_norm(q, (d,), a.q_norm.weight, a.q_norm.bias, 1e-5)
+    k = torch.nn.functional.layer_norm(k, (d,), a.k_norm.weight, a.k_norm.bias, 1e-5)
+
+    def rot(t):
+        outs = []
+        for axis, ch in enumerate(t.split(d // 2, dim=-1)):
+            n = d // 4
+            freqs = 100.0 ** (-torch.arange(n, dtype=t.dtype) / n)
+            ang = pos[:, axis, None].to(t.dtype) * freqs  # (N, n)
+            c, s = ang.cos(), ang.sin()
+            u, w = ch[..., :n], ch[..., n:]
+            outs += [u * c - w * s, w * c + u * s]
+        return torch.cat(outs, dim=-1)
+
+    q, k = rot(q), rot(k)
+    att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1) @ v
+    o = att.transpose(0, 1).reshape(x.shape[0], -1) @ a.proj.weight.T + a.proj.bias
+    x = x + blk.ls1.gamma * o
+    y = torch.nn.functional.layer_norm(x, (x.shape[-1],), blk.norm2.weight, blk.norm2.bias, 1e-5)
+    h = torch.nn.functional.gelu(y @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias)
+    return x + blk.ls2.gamma * (h @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias)
+
+
+def test_aggregator_alternation_matches_direct_computation():
+    torch.manual_seed(0)
+    cfg = VGGTConfig.tiny(depth=2, dpt_layers=(0, 0, 1, 1))
+    agg = Aggregator(cfg).eval()
+    _perturb(agg)
+    S, H, W = 3, 28, 42
+    images = torch.rand(1, S, 3, H, W, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        outs, psi = agg(images, keep_layers="all")
+        tokens, pos = agg.embed(images)
+        P, C = tokens.shape[2], tokens.shape[3]
+        assert psi == 5 and P == 5 + (H // 14) * (W // 14)
+        # frame 0 uses token index 0, others index 1
+        torch.testing.assert_close(tokens[0, 0, 0], agg.camera_token[0, 0, 0])
+        torch.testing.assert_close(tokens[0, 2, 1:5], agg.register_token[0, 1])
+        x = tokens[0]
+        for i in range(cfg.depth):
+            f = torch.stack([_direct_block(agg.frame_blocks[i], x[s], pos) for s in range(S)])
+            g = _direct_block(agg.global_blocks[i], f.reshape(S * P, C), pos.repeat(S, 1)).reshape(S, P, C)
+            torch.testing.assert_close(outs[i][0], torch.cat([f, g], -1), atol=2e-4, rtol=1e-4)
+            x = g
+
+
+def test_aggregator_keeps_only_needed_layers():
+    agg = Aggregator(VGGTConfig.tiny(depth=4, dpt_layers=(0, 1, 1, 3))).eval()
+    with torch.no_grad():
+        outs, _ = agg(torch.rand(1, 2, 3, 14, 28))
+    assert [o is not None for o in outs] == [True, True, False, True]
+    with torch.no_grad():
+        outs, _ = agg(torch.rand(1, 2, 3, 14, 28), keep_layers=[2])
+    assert [o is not None for o in outs] == [False, False, True, False]
+
+
+@pytest.mark.parametrize("bad,exc", [
+    (torch.rand(2, 3, 28, 28), ValueError),                 # rank 4 for the aggregator
+    (torch.rand(1, 2, 4, 28, 28), ValueError),              # 4 channels
+    (torch.randint(0, 255, (1, 2, 3, 28, 28)), TypeError),  # integer dtype
+    (torch.rand(1, 2, 3, 30, 28), ValueError),              # not a multiple of 14
+    (torch.rand(1, 0, 3, 28, 28), ValueError),              # empty
+    (torch.full((1, 1, 3, 28, 28), float("nan")), ValueError),
+])
+def test_bad_images_raise(bad, exc):
+    with pytest.raises(exc):
+        validate_images(bad, 14)
+
+
+def test_dino_pos_embed_unresized_at_train_size():
+    agg = Aggregator(VGGTConfig.tiny(img_size=70))  # 5x5 table
+    x = torch.zeros(1, 26, 64)
+    pe = agg.patch_embed.interpolate_pos_encoding(x, 5, 5)
+    torch.testing.assert_close(pe, agg.patch_embed.pos_embed)
+    # the antialiased identity resize equals the table
+    grid = agg.patch_embed.pos_embed[:, 1:].reshape(1, 5, 5, 64).permute(0, 3, 1, 2)
+    torch.testing.assert_close(resize_pos_embed_grid(grid, 5, 5), grid.float())
