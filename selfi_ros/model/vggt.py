@@ -1,0 +1,197 @@
+"""VGGT top-level module (Wang et al., CVPR 2025) with checkpoint-exact parameter names.
+
+``VGGT(cfg)`` = ``aggregator`` + ``camera_head`` + ``depth_head`` + ``point_head`` (+ ``track_head``);
+the head modules come from :mod:`selfi_ros.model.heads`. Conventions (facts file §7-§8): input RGB in
+[0, 1]; OpenCV camera axes; extrinsics camera-from-world with world = the first frame's camera; depth is
+z-depth; scale is normalised (not metric); intrinsics have the principal point at the image centre.
+
+Numerics (facts file §9): the aggregator runs under the caller's autocast; camera/depth/point heads run
+with autocast disabled on fp32 tokens; the track head runs under the caller's autocast.
+:meth:`VGGT.infer` wraps a call in ``torch.inference_mode`` and CUDA autocast (bf16 on compute
+capability >= 8, else fp16).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .aggregator import Aggregator, validate_images
+from .config import VGGTConfig
+
+log = logging.getLogger(__name__)
+
+
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The official inference autocast dtype for ``device``: bf16 on CUDA compute capability >= 8,
+    fp16 on older CUDA GPUs, None (no autocast, fp32) on CPU / other devices."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def pose_encoding_to_cameras(pose_enc: torch.Tensor, image_size_hw: Tuple[int, int]
+                             ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """9-D "absT_quaR_FoV" encoding -> (extrinsics (..., 3, 4) camera-from-world, intrinsics (..., 3, 3))
+    in pixels of an H x W image (facts file §4); see :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
+    from .utils.pose_enc import pose_encoding_to_extri_intri
+
+    return pose_encoding_to_extri_intri(pose_enc, image_size_hw)
+
+
+def extrinsics_to_world_from_camera(extr: torch.Tensor) -> torch.Tensor:
+    """Camera-from-world (..., 3, 4) -> world-from-camera (..., 4, 4) (closed-form inverse R^T, -R^T t)."""
+    R, t = extr[..., :3, :3], extr[..., :3, 3:]
+    Rt = R.transpose(-1, -2)
+    T = torch.zeros(*extr.shape[:-2], 4, 4, dtype=extr.dtype, device=extr.device)
+    T[..., :3, :3] = Rt
+    T[..., :3, 3:] = -Rt @ t
+    T[..., 3, 3] = 1.0
+    return T
+
+
+@dataclass
+class VGGTOutput:
+    """Outputs of :meth:`VGGT.forward` (B scenes of S frames at H x W network resolution).
+
+    Attributes:
+        pose_enc: (B, S, 9) last camera-head iteration ([t, q_xyzw, fov_h, fov_w]), or None.
+        pose_enc_list: list of the per-iteration encodings.
+        depth: (B, S, H, W, 1) z-depth; depth_conf: (B, S, H, W) (>= 1).
+        world_points: (B, S, H, W, 3) point map in the first frame's camera; world_points_conf: (B, S, H, W).
+        images: the [B, S, 3, H, W] input.
+        track, vis, track_conf: (B, S, N, 2) pixels, (B, S, N), (B, S, N) when query points were given.
+        random_weights: True when the model producing this had random weights (plumbing only).
+    """
+
+    pose_enc: Optional[torch.Tensor] = None
+    pose_enc_list: List[torch.Tensor] = field(default_factory=list)
+    depth: Optional[torch.Tensor] = None
+    depth_conf: Optional[torch.Tensor] = None
+    world_points: Optional[torch.Tensor] = None
+    world_points_conf: Optional[torch.Tensor] = None
+    images: Optional[torch.Tensor] = None
+    track: Optional[torch.Tensor] = None
+    vis: Optional[torch.Tensor] = None
+    track_conf: Optional[torch.Tensor] = None
+    random_weights: bool = False
+
+    @property
+    def image_size_hw(self) -> Tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def extrinsics(self) -> torch.Tensor:
+        """(B, S, 3, 4) camera-from-world (world = first frame's camera), fp32."""
+        return pose_encoding_to_cameras(self.pose_enc.float(), self.image_size_hw)[0]
+
+    def world_from_camera(self) -> torch.Tensor:
+        """(B, S, 4, 4) camera-to-world transforms (``T_world_cam``)."""
+        return extrinsics_to_world_from_camera(self.extrinsics())
+
+    def intrinsics(self, image_size_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """(B, S, 3, 3) K in pixels of the network input (default) or of ``image_size_hw`` = (H', W').
+
+        The FoV is resolution independent, so K for another H' x W' view of the *same field of view*
+        uses the same formulas with H', W'. To map back to the original photo after a crop or pad use
+        :meth:`selfi_ros.model.preprocessing.ImageMeta.K_net_to_orig` instead.
+        """
+        hw = image_size_hw or self.image_size_hw
+        return pose_encoding_to_cameras(self.pose_enc.float(), hw)[1]
+
+
+class VGGT(nn.Module):
+    """VGGT / SAIL-Recon network.
+
+    Args:
+        cfg: :class:`VGGTConfig` (default VGGT-1B). ``cfg.sail_reloc`` gives the SAIL-Recon layout.
+
+    Attributes:
+        random_weights: False unless built by :func:`selfi_ros.model.loading.load_model` with
+            ``random_weights=True`` (plumbing only).
+    """
+
+    def __init__(self, cfg: Optional[VGGTConfig] = None):
+        super().__init__()
+        from .heads.camera_head import CameraHead
+        from .heads.dpt_head import DPTHead
+
+        cfg = cfg or VGGTConfig()
+        self.cfg = cfg
+        self.random_weights = False
+        dim_in = 2 * cfg.embed_dim
+        self.aggregator = Aggregator(cfg)
+        self.camera_head = (CameraHead(dim_in=dim_in, trunk_depth=cfg.camera_trunk_depth,
+                                       num_heads=cfg.camera_num_heads, mlp_ratio=cfg.mlp_ratio,
+                                       init_values=cfg.camera_init_values)
+                            if cfg.enable_camera else None)
+        dpt_kw = dict(dim_in=dim_in, patch_size=cfg.patch_size, features=cfg.dpt_features,
+                      out_channels=list(cfg.dpt_out_channels), intermediate_layer_idx=list(cfg.dpt_layers))
+        self.depth_head = (DPTHead(output_dim=2, activation="exp", conf_activation="expp1", **dpt_kw)
+                           if cfg.enable_depth else None)
+        self.point_head = (DPTHead(output_dim=4, activation="inv_log", conf_activation="expp1", **dpt_kw)
+                           if cfg.enable_point else None)
+        if cfg.enable_track:
+            from .heads.track_head import TrackHead
+            self.track_head = TrackHead(dim_in=dim_in, patch_size=cfg.patch_size,
+                                        features=cfg.track_features,
+                                        intermediate_layer_idx=list(cfg.dpt_layers))
+        else:
+            self.track_head = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, images: torch.Tensor, query_points: Optional[torch.Tensor] = None,
+                frames_chunk_size: int = 8) -> VGGTOutput:
+        """Run the network.
+
+        Args:
+            images: [S, 3, H, W] or [B, S, 3, H, W] float RGB in [0, 1], H and W multiples of 14.
+            query_points: optional [N, 2] or [B, N, 2] (x, y) pixels in frame 0 for the track head.
+            frames_chunk_size: DPT heads process this many frames at a time (no numerical effect).
+        Returns:
+            :class:`VGGTOutput`.
+        Raises:
+            ValueError / TypeError on malformed images (rank, channels, dtype, size, empty, NaN).
+        """
+        validate_images(images, self.cfg.patch_size, ndim=(4, 5))
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if query_points is not None and query_points.dim() == 2:
+            query_points = query_points.unsqueeze(0)
+        tokens, psi = self.aggregator(images)
+        out = VGGTOutput(images=images, random_weights=bool(self.random_weights))
+        dev = images.device.type
+        with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
+            tok32 = [t.float() if t is not None else None for t in tokens]
+            img32 = images.float()
+            if self.camera_head is not None:
+                out.pose_enc_list = self.camera_head(tok32)
+                out.pose_enc = out.pose_enc_list[-1]
+            if self.depth_head is not None:
+                out.depth, out.depth_conf = self.depth_head(tok32, images=img32, patch_start_idx=psi,
+                                                            frames_chunk_size=frames_chunk_size)
+            if self.point_head is not None:
+                out.world_points, out.world_points_conf = self.point_head(
+                    tok32, images=img32, patch_start_idx=psi, frames_chunk_size=frames_chunk_size)
+        if self.track_head is not None and query_points is not None:
+            track_list, out.vis, out.track_conf = self.track_head(tokens, images=images, patch_start_idx=psi,
+                                                                  query_points=query_points)
+            out.track = track_list[-1]
+        return out
+
+    def infer(self, images: torch.Tensor, **kw) -> VGGTOutput:
+        """:meth:`forward` under ``torch.inference_mode`` and the official CUDA autocast (see
+        :func:`autocast_dtype`); images are moved to the model's device."""
+        images = images.to(self.device)
+        dt = autocast_dtype(images.device)
+        ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            return self(images, **kw)
