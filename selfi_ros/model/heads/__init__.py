@@ -1,0 +1,3 @@
+"""VGGT prediction heads: camera (pose encoding), DPT (depth / point map / features), tracking."""
+from .activations import activate_head, activate_pose, inverse_log_transform  # noqa: F401
+from .dpt_head import DPTHead, uv_position_embedding  # noqa: F401
