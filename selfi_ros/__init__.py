@@ -10,3 +10,7 @@ Sub-packages (data flows one way, top to bottom):
 """
 
 __version__ = "0.1.0"
+
+# The generated interfaces (selfi_ros.msg, built by colcon or scripts/build_interfaces.sh) are installed
+# into site-packages/selfi_ros/; let a source checkout on sys.path (tests, `python -m`) still find them.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
