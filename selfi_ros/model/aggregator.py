@@ -95,8 +95,9 @@ class Aggregator(nn.Module):
 
         Args:
             images: [B, S, 3, H, W] RGB in [0, 1].
-            special: "vggt" (frame 0 of each scene gets token index 0, others index 1) or "reloc"
-                (every frame gets the SAIL-Recon query tokens ``*_reloc``).
+            special: "vggt" (frame 0 of each scene gets token index 0, others index 1), "other"
+                (every frame gets index 1: a non-first frame, used for queries with plain VGGT weights)
+                or "reloc" (every frame gets the SAIL-Recon query tokens ``*_reloc``).
         Returns:
             tokens (B, S, P, C) and per-frame RoPE positions (P, 2) int64.
         """
@@ -110,13 +111,16 @@ class Aggregator(nn.Module):
                              self.camera_token[:, 1:].expand(B, S - 1, -1, -1)], dim=1)
             reg = torch.cat([self.register_token[:, :1].expand(B, 1, -1, -1),
                              self.register_token[:, 1:].expand(B, S - 1, -1, -1)], dim=1)
+        elif special == "other":
+            cam = self.camera_token[:, 1:].expand(B, S, -1, -1)
+            reg = self.register_token[:, 1:].expand(B, S, -1, -1)
         elif special == "reloc":
             if not self.cfg.sail_reloc:
                 raise RuntimeError("special='reloc' needs a SAIL-Recon model (cfg.sail_reloc=True)")
             cam = self.camera_token_reloc.expand(B, S, -1, -1)
             reg = self.register_token_reloc.expand(B, S, -1, -1)
         else:
-            raise ValueError(f"special must be 'vggt' or 'reloc', got {special!r}")
+            raise ValueError(f"special must be 'vggt', 'other' or 'reloc', got {special!r}")
         tokens = torch.cat([cam.to(patches.dtype), reg.to(patches.dtype), patches], dim=2)
         pos = patch_positions(H // self.cfg.patch_size, W // self.cfg.patch_size,
                               self.patch_start_idx, device=images.device)
