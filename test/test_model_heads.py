@@ -165,3 +165,120 @@ def test_dpt_bad_input():
         head(tokens, torch.rand(1, 1, 3, 28, 30), 5)
     with pytest.raises(ValueError):
         head(tokens[:10], torch.rand(1, 1, 3, 28, 28), 5)
+
+
+# --------------------------------------------------------------------------------------- camera head
+from selfi_ros.model.heads import CameraHead, anchor_query_mask  # noqa: E402
+
+
+def test_camera_head_keys_match_checkpoint():
+    with torch.device("meta"):
+        head = CameraHead(dim_in=2048, trunk_depth=4, num_heads=16, mlp_ratio=4, init_values=0.01)
+    _assert_matches_tsv(head, "camera_head")
+    assert head.trunk[0].attn.head_dim == 128
+
+
+def _tiny_camera_head(seed=0):
+    torch.manual_seed(seed)
+    head = CameraHead(dim_in=64, trunk_depth=2, num_heads=4, init_values=0.3).eval()
+    with torch.no_grad():  # random non-trivial values everywhere
+        for p in head.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return head
+
+
+def _reference_camera_head(head, cam_tokens, iters, mask=None):
+    """Independent functional version of facts file §4 using explicit attention."""
+    F = torch.nn.functional
+    C = cam_tokens.shape[-1]
+    t = F.layer_norm(cam_tokens, (C,), head.token_norm.weight, head.token_norm.bias, 1e-5)
+    B, S, _ = t.shape
+    raw, outs = None, []
+    for _ in range(iters):
+        p = head.empty_pose_tokens.expand(B, S, 9) if raw is None else raw
+        e = p @ head.embed_pose.weight.T + head.embed_pose.bias
+        m = (e * torch.sigmoid(e)) @ head.poseLN_modulation[1].weight.T + head.poseLN_modulation[1].bias
+        shift, scale, gate = m[..., :C], m[..., C:2 * C], m[..., 2 * C:]
+        z = gate * (F.layer_norm(t, (C,), eps=1e-6) * (1 + scale) + shift) + t
+        for blk in head.trunk:
+            nh = blk.attn.num_heads
+            hd = C // nh
+            y = F.layer_norm(z, (C,), blk.norm1.weight, blk.norm1.bias, 1e-5)
+            qkv = y @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
+            q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, S, nh, hd).transpose(1, 2) for i in range(3))
+            logits = q @ k.transpose(-1, -2) / math.sqrt(hd)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            a = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, S, C)
+            z = z + blk.ls1.gamma * (a @ blk.attn.proj.weight.T + blk.attn.proj.bias)
+            y = F.layer_norm(z, (C,), blk.norm2.weight, blk.norm2.bias, 1e-5)
+            h = F.gelu(y @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias)
+            z = z + blk.ls2.gamma * (h @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias)
+        y = F.layer_norm(z, (C,), head.trunk_norm.weight, head.trunk_norm.bias, 1e-5)
+        d = F.gelu(y @ head.pose_branch.fc1.weight.T + head.pose_branch.fc1.bias)
+        d = d @ head.pose_branch.fc2.weight.T + head.pose_branch.fc2.bias
+        raw = d if raw is None else raw + d
+        outs.append(torch.cat([raw[..., :7], raw[..., 7:].clamp(min=0)], dim=-1))
+    return outs
+
+
+def test_camera_head_forward_matches_reference_and_refines():
+    head = _tiny_camera_head()
+    B, S, P = 2, 3, 7
+    tokens = [None] * 23 + [torch.randn(B, S, P, 64)]
+    with torch.no_grad():
+        out = head(tokens, num_iterations=4)
+        ref = _reference_camera_head(head, tokens[-1][:, :, 0], 4)
+    assert len(out) == 4 and all(o.shape == (B, S, 9) for o in out)
+    for o, r in zip(out, ref):
+        assert torch.allclose(o, r, atol=1e-5), (o - r).abs().max()
+    # each iteration changes the estimate; FoV is non-negative
+    for a, b in zip(out[:-1], out[1:]):
+        assert (a - b).abs().max() > 1e-4
+    assert (out[-1][..., 7:] >= 0).all()
+    # only the camera token (index 0) is read
+    tokens2 = [None] * 23 + [tokens[-1].clone()]
+    tokens2[-1][:, :, 1:] += 5.0
+    with torch.no_grad():
+        assert torch.equal(head(tokens2)[-1], out[-1])
+
+
+def test_anchor_query_mask_layout():
+    m = anchor_query_mask(2, 3)
+    expected = torch.tensor([
+        [1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [1, 1, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(m, expected)
+
+
+def test_camera_head_with_anchors():
+    head = _tiny_camera_head(seed=3)
+    B, S_a, S_q = 1, 3, 4
+    anchors = torch.randn(B, S_a, 64)
+    queries = torch.randn(B, S_q, 64)
+    with torch.no_grad():
+        q_all, a_all = head.forward_with_anchors(queries, anchors, 4, return_anchors=True)
+        # anchors part == plain head over the anchors alone
+        a_plain = head.forward_camera_tokens(anchors, 4)
+        for x, y in zip(a_all, a_plain):
+            assert torch.allclose(x, y, atol=1e-5)
+        # each query alone, and in a different batch composition, gives the same result
+        for i in range(S_q):
+            q_one = head.forward_with_anchors(queries[:, i:i + 1], anchors, 4)
+            assert torch.allclose(q_one[-1][:, 0], q_all[-1][:, i], atol=1e-5)
+        q_pair = head.forward_with_anchors(queries[:, [3, 1]], anchors, 4)
+        assert torch.allclose(q_pair[-1], q_all[-1][:, [3, 1]], atol=1e-5)
+        # equals the reference with the mask; and the mask matters (vs. unmasked attention)
+        ref = _reference_camera_head(head, torch.cat([anchors, queries], 1), 4,
+                                     mask=anchor_query_mask(S_a, S_q))
+        assert torch.allclose(q_all[-1], ref[-1][:, S_a:], atol=1e-5)
+        unmasked = head.forward_camera_tokens(torch.cat([anchors, queries], 1), 4)
+        assert (unmasked[-1][:, S_a:] - q_all[-1]).abs().max() > 1e-4
+        # the query result depends on the anchors
+        q_other = head.forward_with_anchors(queries, anchors[:, :2], 4)
+        assert (q_other[-1] - q_all[-1]).abs().max() > 1e-4
+    with pytest.raises(ValueError):
+        head.forward_with_anchors(queries, torch.randn(2, S_a, 64))
