@@ -227,8 +227,8 @@ def load_model(checkpoint: Union[None, str, Path] = None, *, config: Optional[VG
     Args:
         checkpoint: local .pt / .safetensors file, a directory holding one, or a HF repo id; None only
             together with ``random_weights=True``.
-        config: network shape; default: the config embedded in the file, else VGGT-1B adjusted to the
-            heads / SAIL keys present (:func:`detect_config`).
+        config: network shape; default: the config embedded in the file, else VGGT-1B. Either way the
+            layout flags (SAIL reloc blocks, which heads exist) follow the keys present (:func:`detect_config`).
         device: target device; dtype: optional parameter dtype (default: keep the checkpoint's fp32).
         strict: require exactly matching names and shapes (default). With False, matching tensors are
             loaded, the rest keep their random init and a warning lists them.
@@ -252,7 +252,7 @@ def load_model(checkpoint: Union[None, str, Path] = None, *, config: Optional[VG
         return model.eval()
     path = resolve_checkpoint(checkpoint)
     sd, embedded = read_state_dict(path)
-    cfg = config or (detect_config(sd, embedded) if embedded else detect_config(sd))
+    cfg = detect_config(sd, config or embedded)
     model = build_model(cfg, meta=True)
     if strict:
         check_state_dict(model, sd, str(path))
