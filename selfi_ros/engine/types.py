@@ -78,6 +78,8 @@ class PoseEstimate:
         backend: name of the backend that produced it.
         metric: True when scale was fixed from odometry.
         frame_index: the Frame.index it belongs to.
+        width, height: size (px) of the input image the pose and K refer to (0 when unknown).
+        source: Frame.source of that image (e.g. file name), for cameras.json.
     """
 
     stamp_ns: int
@@ -89,6 +91,9 @@ class PoseEstimate:
     backend: str = ""
     metric: bool = False
     frame_index: int = 0
+    width: int = 0
+    height: int = 0
+    source: str = ""
 
 
 @dataclass

@@ -1,0 +1,170 @@
+"""Output files of the engine, each written atomically (temporary file in the same folder + ``os.replace``),
+so a reader (or a crash) never sees a half-written file.
+
+- ``map.ply``: binary little-endian PLY, vertices ``x y z`` float32 + ``red green blue`` uchar.
+- ``trajectory.tum``: TUM RGB-D format, one line per pose ``stamp_s tx ty tz qx qy qz qw`` (camera-to-map,
+  quaternion x y z w), readable by evo.
+- ``cameras.json``: per frame: stamp, image (file name or index), extrinsics camera-from-world 3x4 (world =
+  map), intrinsics 3x3, width, height, kind, window, confidence.
+- ``metadata.json``: whatever the caller passes (backend, scale, metric flag, counters...).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..geometry.se3 import invert_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from .types import PoseEstimate
+
+
+def atomic_write_bytes(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns the path."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None) -> bytes:
+    """Binary little-endian PLY of (N, 3) points (float32) with optional (N, 3) uint8 colours."""
+    P = np.asarray(points, dtype="<f4").reshape(-1, 3)
+    has_c = colors is not None
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(P)}",
+              "property float x", "property float y", "property float z"]
+    if has_c:
+        C = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+        if len(C) != len(P):
+            raise ValueError(f"colors must be (N, 3) with N = {len(P)}, got {C.shape}")
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+        rec = np.zeros(len(P), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"),
+                                       ("b", "u1")])
+        rec["r"], rec["g"], rec["b"] = C[:, 0], C[:, 1], C[:, 2]
+    else:
+        rec = np.zeros(len(P), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    rec["x"], rec["y"], rec["z"] = P[:, 0], P[:, 1], P[:, 2]
+    header.append("end_header")
+    return ("\n".join(header) + "\n").encode("ascii") + rec.tobytes()
+
+
+def write_ply(path: str, points: np.ndarray, colors: Optional[np.ndarray] = None) -> str:
+    """Atomic binary PLY (see :func:`ply_bytes`)."""
+    return atomic_write_bytes(path, ply_bytes(points, colors))
+
+
+def read_ply(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Read a PLY written by :func:`write_ply` -> ((N, 3) float32, (N, 3) uint8 or None)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    n = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
+    has_c = any(h.endswith(" red") for h in header)
+    if has_c:
+        dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    else:
+        dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    rec = np.frombuffer(data, dtype=dt, count=n, offset=end)
+    P = np.stack([rec["x"], rec["y"], rec["z"]], 1)
+    C = np.stack([rec["r"], rec["g"], rec["b"]], 1) if has_c else None
+    return P, C
+
+
+def tum_text(poses: Iterable[PoseEstimate]) -> str:
+    """TUM lines ``stamp_s tx ty tz qx qy qz qw`` (stamp in seconds with ns precision)."""
+    lines = []
+    for p in poses:
+        T = np.asarray(p.T_map_cam, dtype=np.float64)
+        q = matrix_to_quat_xyzw(T[:3, :3])
+        s, ns = divmod(int(p.stamp_ns), 1_000_000_000)
+        t = T[:3, 3]
+        lines.append(f"{s}.{ns:09d} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_tum(path: str, poses: Iterable[PoseEstimate]) -> str:
+    """Atomic TUM trajectory (see :func:`tum_text`)."""
+    return atomic_write_text(path, tum_text(poses))
+
+
+def read_tum(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a TUM file -> ((N,) int64 stamps in ns, (N, 4, 4) float64 camera-to-map poses)."""
+    stamps, Ts = [], []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            v = line.split()
+            if "." in v[0]:
+                a, b = v[0].split(".")
+                stamps.append(int(a) * 1_000_000_000 + int((b + "000000000")[:9]))
+            else:
+                stamps.append(int(v[0]) * 1_000_000_000)
+            T = np.eye(4)
+            T[:3, 3] = [float(x) for x in v[1:4]]
+            T[:3, :3] = quat_xyzw_to_matrix(np.array([float(x) for x in v[4:8]]))
+            Ts.append(T)
+    return np.asarray(stamps, dtype=np.int64), np.asarray(Ts).reshape(-1, 4, 4)
+
+
+def cameras_entries(poses: Sequence[PoseEstimate]) -> list[dict]:
+    """One JSON-ready dict per pose: extrinsics = camera-from-map 3x4 (map units of the pose)."""
+    out = []
+    for p in poses:
+        E = invert_transform(p.T_map_cam)[:3, :]
+        out.append({
+            "stamp_ns": int(p.stamp_ns),
+            "timestamp": int(p.stamp_ns) * 1e-9,
+            "frame_index": int(p.frame_index),
+            "image": getattr(p, "source", "") or int(p.frame_index),
+            "extrinsics": E.tolist(),
+            "intrinsics": None if p.K is None else np.asarray(p.K, float).tolist(),
+            "width": int(getattr(p, "width", 0)),
+            "height": int(getattr(p, "height", 0)),
+            "kind": getattr(p.kind, "value", str(p.kind)),
+            "window_id": int(p.window_id),
+            "confidence": float(p.confidence),
+            "metric": bool(p.metric),
+        })
+    return out
+
+
+def write_json(path: str, obj) -> str:
+    """Atomic JSON (NaN written as null)."""
+    def clean(o):
+        if isinstance(o, float) and not np.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
+        if isinstance(o, (np.floating,)):
+            return clean(float(o))
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, np.bool_):
+            return bool(o)
+        return o
+    return atomic_write_text(path, json.dumps(clean(obj), indent=1))

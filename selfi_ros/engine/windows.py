@@ -1,0 +1,164 @@
+"""Window policy: when to start a new window of anchors, and which keyframes become its anchors.
+
+SAIL-Recon (Deng et al., 2025) reconstructs a scene from a set of anchor images and localizes every
+other image against them; over a stream we keep a *sequence* of windows, each sharing ``overlap``
+anchors with the previous one (for Sim(3) chaining, as in VGGT-SLAM's overlapping submaps).
+
+Anchor choice: the shared anchors are the previous window's anchors that are spread farthest apart
+(baseline for a well-conditioned Sim(3)), preferring recent ones; the new anchors are chosen among the
+keyframes localized since the last window by farthest-point sampling on camera centre + viewing
+direction (coverage), always keeping the most recent keyframe. Keyframes without a pose fall back to
+uniform-in-time choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..geometry.camera import project
+from .keyframes import Keyframe
+
+
+@dataclass
+class WindowTrigger:
+    """Why a new window is (or is not) needed.
+
+    Attributes:
+        new_window: start one now.
+        reason: "max_keyframes", "low_confidence", "low_overlap", or "" when not needed.
+    """
+
+    new_window: bool
+    reason: str = ""
+
+
+class WindowPolicy:
+    """Window size / overlap parameters and the new-window rule.
+
+    Args:
+        window_size: anchors per window (>= 2).
+        overlap: anchors shared with the previous window (0 <= overlap < window_size).
+        max_keyframes: after this many keyframes localized against one window, start a new one.
+        min_confidence: a keyframe localized with lower confidence triggers a new window.
+        min_overlap: a keyframe whose image is covered by the anchors' points on less than this fraction
+            of an 8x8 grid triggers a new window (0 disables).
+        min_new_keyframes: a confidence/overlap trigger waits until this many new keyframes exist.
+    """
+
+    def __init__(self, window_size: int = 8, overlap: int = 2, max_keyframes: int = 24,
+                 min_confidence: float = 0.3, min_overlap: float = 0.3, min_new_keyframes: int = 0):
+        if window_size < 2:
+            raise ValueError(f"window_size must be >= 2, got {window_size}")
+        if not 0 <= overlap < window_size:
+            raise ValueError(f"window_overlap must be in [0, window_size), got {overlap}")
+        self.window_size = int(window_size)
+        self.overlap = int(overlap)
+        self.max_keyframes = max(1, int(max_keyframes))
+        self.min_confidence = float(min_confidence)
+        self.min_overlap = float(min_overlap)
+        self.min_new_keyframes = int(min_new_keyframes) if min_new_keyframes > 0 else max(
+            1, (self.window_size - self.overlap + 1) // 2)
+
+    def trigger(self, new_keyframes: int, last_confidence: float, last_overlap: float) -> WindowTrigger:
+        """Rule for a new window after a keyframe was localized.
+
+        Args:
+            new_keyframes: keyframes localized against the current window (including the last one).
+            last_confidence: confidence of the last keyframe's localization (NaN if failed).
+            last_overlap: anchor coverage of the last keyframe in [0, 1] (NaN if unknown).
+        """
+        if new_keyframes >= self.max_keyframes:
+            return WindowTrigger(True, "max_keyframes")
+        if new_keyframes < self.min_new_keyframes:
+            return WindowTrigger(False)
+        if not (last_confidence >= self.min_confidence):  # also NaN
+            return WindowTrigger(True, "low_confidence")
+        if self.min_overlap > 0 and np.isfinite(last_overlap) and last_overlap < self.min_overlap:
+            return WindowTrigger(True, "low_overlap")
+        return WindowTrigger(False)
+
+    def select_anchors(self, previous: Sequence[Keyframe], candidates: Sequence[Keyframe]) -> list[Keyframe]:
+        """Anchors for the next window: ``overlap`` from ``previous`` + the rest from ``candidates``.
+
+        Args:
+            previous: the current window's anchors (with map poses), time order.
+            candidates: keyframes since that window (time order; poses when localized).
+
+        Returns:
+            Up to ``window_size`` keyframes in time order (fewer when not enough exist). When there are
+            fewer candidates than free slots, more previous anchors fill the window.
+        """
+        candidates = list(candidates)
+        n_new = min(len(candidates), self.window_size - min(self.overlap, len(previous)))
+        new = select_for_coverage(candidates, n_new, keep_last=True)
+        n_old = min(len(previous), self.window_size - len(new))
+        old = select_for_baseline(list(previous), n_old)
+        out = {id(k): k for k in old + new}
+        return sorted(out.values(), key=lambda k: k.stamp_ns)
+
+
+def _pose_features(kfs: Sequence[Keyframe]) -> Optional[np.ndarray]:
+    if not kfs or any(k.T_map_cam is None for k in kfs):
+        return None
+    C = np.array([k.T_map_cam[:3, 3] for k in kfs])
+    D = np.array([k.T_map_cam[:3, 2] for k in kfs])  # optical axis in map
+    scale = np.sqrt(((C - C.mean(0)) ** 2).sum(1).mean()) + 1e-9
+    return np.hstack([C / scale, 0.5 * D])
+
+
+def select_for_coverage(kfs: Sequence[Keyframe], n: int, keep_last: bool = True) -> list[Keyframe]:
+    """Pick ``n`` keyframes spreading camera centres and viewing directions (farthest-point sampling).
+
+    Starts from the most recent keyframe (``keep_last``); falls back to uniform-in-time when some
+    keyframe has no pose. Returns them in time order.
+    """
+    kfs = list(kfs)
+    if n <= 0:
+        return []
+    if n >= len(kfs):
+        return kfs
+    F = _pose_features(kfs)
+    if F is None:
+        idx = np.unique(np.round(np.linspace(len(kfs) - 1, 0, n)).astype(int))
+        return [kfs[i] for i in sorted(idx)]
+    chosen = [len(kfs) - 1 if keep_last else 0]
+    d = np.linalg.norm(F - F[chosen[0]], axis=1)
+    while len(chosen) < n:
+        i = int(np.argmax(d))
+        chosen.append(i)
+        d = np.minimum(d, np.linalg.norm(F - F[i], axis=1))
+    return [kfs[i] for i in sorted(chosen)]
+
+
+def select_for_baseline(kfs: Sequence[Keyframe], n: int) -> list[Keyframe]:
+    """Pick ``n`` of the previous anchors for chaining: the most recent one, then the farthest from
+    those chosen (largest baseline between shared camera centres). Time order."""
+    return select_for_coverage(kfs, n, keep_last=True)
+
+
+def anchor_coverage(points_map: np.ndarray, T_map_cam: np.ndarray, K: np.ndarray, height: int, width: int,
+                    grid: int = 8) -> float:
+    """Fraction of an ``grid x grid`` partition of the image that anchor points project into.
+
+    Args:
+        points_map: (N, 3) anchor points in the map frame (map units).
+        T_map_cam: (4, 4) rigid pose of the query camera (map units).
+        K: (3, 3) intrinsics in pixels of an image of size (height, width).
+    Returns:
+        Coverage in [0, 1] (0 when no point is in front of the camera).
+    """
+    if points_map is None or len(points_map) == 0:
+        return 0.0
+    R = T_map_cam[:3, :3]
+    c = T_map_cam[:3, 3]
+    Pc = (np.asarray(points_map, dtype=np.float64) - c) @ R
+    uv, z = project(Pc, K)
+    ok = (z > 0) & np.isfinite(uv).all(1) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (
+        uv[:, 1] < height)
+    if not ok.any():
+        return 0.0
+    gx = np.clip((uv[ok, 0] * grid / width).astype(int), 0, grid - 1)
+    gy = np.clip((uv[ok, 1] * grid / height).astype(int), 0, grid - 1)
+    return float(len(np.unique(gy * grid + gx))) / (grid * grid)
