@@ -282,3 +282,72 @@ def test_camera_head_with_anchors():
         assert (q_other[-1] - q_all[-1]).abs().max() > 1e-4
     with pytest.raises(ValueError):
         head.forward_with_anchors(queries, torch.randn(2, S_a, 64))
+
+
+# ---------------------------------------------------------------------------------------- track head
+from selfi_ros.model.heads import TrackHead  # noqa: E402
+from selfi_ros.model.heads.track_modules import (  # noqa: E402
+    CorrPyramid, flow_embedding, sample_at_points, sincos_grid_embedding)
+
+
+def test_track_head_keys_match_checkpoint():
+    with torch.device("meta"):
+        head = TrackHead(dim_in=2048)
+    _assert_matches_tsv(head, "track_head")
+
+
+def _tiny_track_head():
+    torch.manual_seed(5)
+    return TrackHead(dim_in=128, features=16, out_channels=(16, 32, 64, 64), corr_levels=2, corr_radius=1,
+                     hidden_size=32, depth=2, num_heads=4, num_virtual_tracks=4).eval()
+
+
+def test_track_head_shapes_and_query_frame_fixed():
+    B, S, H, W, N = 1, 3, 28, 42, 5
+    tokens = _tiny_tokens(B, S, H, W, 128)
+    head = _tiny_track_head()
+    q = torch.tensor([[[3.0, 4.0], [10.5, 20.0], [40.0, 2.0], [0.0, 0.0], [20.0, 27.0]]])
+    with torch.no_grad():
+        tracks, vis, conf = head(tokens, torch.rand(B, S, 3, H, W), 5, q)
+        fmaps = head.feature_extractor(tokens, torch.rand(B, S, 3, H, W), 5)
+    assert fmaps.shape == (B, S, 16, H // 2, W // 2)
+    assert len(tracks) == 4 and all(t.shape == (B, S, N, 2) for t in tracks)
+    assert torch.allclose(tracks[-1][:, 0], q)  # frame 0 is reset to the query (in input pixels)
+    assert not torch.allclose(tracks[-1][:, 1], q)
+    assert vis.shape == (B, S, N) and conf.shape == (B, S, N)
+    assert ((vis > 0) & (vis < 1)).all() and ((conf > 0) & (conf < 1)).all()
+    with pytest.raises(ValueError):
+        head(tokens, torch.rand(B, S, 3, H, W), 5, torch.zeros(B, N, 3))
+
+
+def test_track_sampling_and_embeddings_against_formulas():
+    fmap = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    pts = torch.tensor([[[1.0, 2.0], [0.5, 0.0], [3.0, 1.5]]])  # (x, y)
+    got = sample_at_points(fmap, pts)
+    # bilinear by hand (align-corners pixel convention): value(x, y) = c*12 + 4y + x, linear in x, y
+    ref = torch.stack([torch.tensor([c * 12 + 4 * y + x for x, y in pts[0].tolist()]) for c in range(2)], -1)
+    assert torch.allclose(got[0], ref, atol=1e-5)
+    e = sincos_grid_embedding(8, 2, 3)
+    assert torch.allclose(e[0, :, 1, 2], torch.tensor([
+        math.sin(2), math.sin(2 / 100), math.cos(2), math.cos(2 / 100),
+        math.sin(1), math.sin(1 / 100), math.cos(1), math.cos(1 / 100)]), atol=1e-6)
+    fe = flow_embedding(torch.tensor([[[0.01, -0.02]]]), 4)
+    f = [0.0, 2 * 1000 / 4]
+    assert torch.allclose(fe[0, 0], torch.tensor([
+        math.sin(0.01 * f[0]), math.cos(0.01 * f[0]), math.sin(0.01 * f[1]), math.cos(0.01 * f[1]),
+        math.sin(-0.02 * f[0]), math.cos(-0.02 * f[0]), math.sin(-0.02 * f[1]), math.cos(-0.02 * f[1])]),
+        atol=1e-5)
+
+
+def test_corr_pyramid_peaks_at_matching_feature():
+    torch.manual_seed(0)
+    fm = torch.randn(1, 1, 8, 6, 7)
+    target = fm[0, 0, :, 4, 2].reshape(1, 1, 1, 8)  # feature at (x=2, y=4)
+    pyr = CorrPyramid(fm, levels=2, radius=1)
+    out = pyr.sample(target, torch.tensor([[[[2.0, 4.0]]]]))
+    assert out.shape == (1, 1, 1, 2 * 9)
+    lvl0 = out[0, 0, 0, :9]
+    assert torch.isclose(lvl0[4], (target ** 2).sum() / math.sqrt(8))  # centre sample = <f, f>/sqrt(C)
+    # window layout: index i*3 + j has x offset i-1 and y offset j-1
+    corr = torch.einsum("c,chw->hw", target.reshape(8), fm[0, 0]) / math.sqrt(8)
+    assert torch.isclose(lvl0[5], corr[5, 2]) and torch.isclose(lvl0[7], corr[4, 3])
