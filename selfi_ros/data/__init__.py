@@ -1,0 +1,23 @@
+"""Bundled sample data: how it is made (:mod:`selfi_ros.data.sample`) and where it lies.
+
+``SAMPLE_DIR`` holds the committed outputs (``data/sample`` at the repository root): the MCAP bag, the
+ground-truth trajectory in TUM format and the README crediting the scene.
+"""
+from __future__ import annotations
+
+import os
+
+#: repository folder with the committed sample (bag, ground truth, credits)
+SAMPLE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "data", "sample"))
+#: the sample MCAP bag (CompressedImage + CameraInfo + ground-truth PoseStamped)
+SAMPLE_BAG = os.path.join(SAMPLE_DIR, "woodbox_orbit.mcap")
+#: ground-truth camera poses T_map_cam (OpenCV optical axes) in TUM format
+SAMPLE_GT_TUM = os.path.join(SAMPLE_DIR, "groundtruth.tum")
+
+#: topics written to the sample bag
+IMAGE_TOPIC = "/camera/image_raw/compressed"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+GT_TOPIC = "/ground_truth/pose"
+#: camera optical frame (REP-103) of the sample images and the map frame of the ground truth
+CAMERA_FRAME = "camera_optical_frame"
+MAP_FRAME = "map"

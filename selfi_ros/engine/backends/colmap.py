@@ -1,0 +1,362 @@
+"""CPU reconstruction backend on pycolmap: SIFT + exhaustive matching + incremental SfM for a window of
+anchors, then 2D-3D matching + LO-RANSAC absolute pose for query frames. No GPU, no weights.
+
+This plays the role of SAIL-Recon's anchor reconstruction + localization (METHODS.md) with classic
+structure-from-motion (Schoenberger & Frahm, "Structure-from-Motion Revisited", CVPR 2016, as packaged
+by COLMAP / pycolmap 4.2):
+
+* :meth:`ColmapBackend.reconstruct_window`: the anchors are written to a temporary folder, SIFT features
+  are extracted into a COLMAP database, all pairs are matched and geometrically verified, and COLMAP's
+  incremental mapper reconstructs them. With known intrinsics (every anchor has ``Frame.K``) a single
+  PINHOLE camera with fixed K is used; otherwise one SIMPLE_RADIAL camera is estimated. The result is
+  expressed in the frame of the first registered anchor (its extrinsics are identity) and scaled so
+  that the median depth of the sparse points in that camera is 1 (the scale of a monocular window is
+  arbitrary; the engine chains windows with Sim(3)). The scene memory kept for localization is the
+  window's 3D points with the SIFT descriptor of every observation of each point.
+* :meth:`ColmapBackend.localize`: SIFT of the query image, nearest-neighbour matching against the memory
+  descriptors (Lowe's ratio test against the best match of a *different* 3D point), one 2D-3D
+  correspondence per 3D point, then ``pycolmap.estimate_and_refine_absolute_pose`` (P3P in LO-RANSAC and
+  a non-linear refinement). Confidence = RANSAC inlier ratio.
+
+Conventions: extrinsics are camera-from-window (3x4, OpenCV optical axes), intrinsics are OpenCV K
+(pixel centres at integers). COLMAP puts pixel centres at +0.5, so ``cx_colmap = cx_opencv + 0.5``;
+the conversion is done at this boundary only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..backend import BackendError
+from ..types import Frame, LocalizationResult, WindowReconstruction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _SceneMemory:
+    """What localization matches against (all in the window frame, window units).
+
+    Attributes:
+        points: (N, 3) float64 sparse 3D points.
+        descriptors: (M, 128) float32 SIFT descriptors (uint8 values) of every observation of a point.
+        point_index: (M,) int64 row of ``points`` observed by each descriptor.
+        K: (3, 3) OpenCV intrinsics of the window's camera (for queries without their own K).
+        image_size_hw: (H, W) the intrinsics refer to.
+    """
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    point_index: np.ndarray
+    K: np.ndarray
+    image_size_hw: tuple
+
+
+def _k_to_colmap_params(K: np.ndarray) -> list[float]:
+    """OpenCV K -> COLMAP PINHOLE params ``fx, fy, cx, cy`` (pixel-centre convention +0.5)."""
+    return [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]) + 0.5, float(K[1, 2]) + 0.5]
+
+
+def _colmap_camera_to_k(camera) -> np.ndarray:
+    """COLMAP camera -> (3, 3) OpenCV K (pixel centres at integers)."""
+    K = np.array(camera.calibration_matrix(), dtype=np.float64)
+    K[0, 2] -= 0.5
+    K[1, 2] -= 0.5
+    return K
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 grey (ITU-R 601 luma, as OpenCV)."""
+    import cv2
+
+    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+
+
+class ColmapBackend:
+    """pycolmap backend (see module docstring). Implements :class:`selfi_ros.engine.backend.Backend`.
+
+    Args:
+        max_num_features: SIFT features per image (COLMAP ``max_num_features``).
+        max_image_size: images are downscaled so that their longer side is at most this (px) for SIFT.
+        ratio: Lowe ratio for query-to-memory matching.
+        min_inliers: fewer RANSAC inliers than this is a localization failure.
+        ransac_max_error_px: reprojection threshold of the absolute-pose RANSAC (px).
+        min_registered: a window with fewer registered anchors than this raises :class:`BackendError`.
+        num_threads: threads for extraction/matching/mapping (-1: all cores).
+        seed: random seed of COLMAP's RANSAC and mapper (reproducible runs).
+        work_dir: parent of the temporary folders (None: the system temp dir).
+        peak_threshold: SIFT detector contrast threshold (COLMAP default 0.0067; lower finds more
+            features on smooth, low-contrast texture such as rendered wood).
+    """
+
+    name = "colmap"
+    random_weights = False
+
+    def __init__(self, max_num_features: int = 4096, max_image_size: int = 1024, ratio: float = 0.8,
+                 min_inliers: int = 15, ransac_max_error_px: float = 4.0, min_registered: int = 2,
+                 num_threads: int = -1, seed: int = 0, work_dir: Optional[str] = None,
+                 peak_threshold: float = 0.004, **_ignored) -> None:
+        import pycolmap
+
+        if _ignored:
+            log.warning("ColmapBackend: ignoring unknown options %s", sorted(_ignored))
+        self._pycolmap = pycolmap
+        self.max_num_features = int(max_num_features)
+        self.max_image_size = int(max_image_size)
+        self.ratio = float(ratio)
+        self.min_inliers = int(min_inliers)
+        self.ransac_max_error_px = float(ransac_max_error_px)
+        self.min_registered = max(2, int(min_registered))
+        self.num_threads = int(num_threads)
+        self.seed = int(seed)
+        self.work_dir = work_dir
+        self.peak_threshold = float(peak_threshold)
+        self._memory: Optional[_SceneMemory] = None
+        self._extractor = None
+        pycolmap.set_random_seed(self.seed)
+
+    # ------------------------------------------------------------------ helpers
+    def _extraction_options(self):
+        opts = self._pycolmap.FeatureExtractionOptions()
+        opts.max_image_size = self.max_image_size
+        opts.num_threads = self.num_threads
+        opts.use_gpu = False
+        opts.sift.max_num_features = self.max_num_features
+        opts.sift.peak_threshold = self.peak_threshold
+        return opts
+
+    def _extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SIFT of an RGB image: (m, 2) float64 COLMAP pixel coordinates, (m, 128) float32 descriptors."""
+        import cv2
+
+        pc = self._pycolmap
+        if self._extractor is None:
+            self._extractor = pc.FeatureExtractor.create(self._extraction_options(), pc.Device.cpu)
+        grey = _grey(image)
+        h, w = grey.shape
+        s = min(1.0, self.max_image_size / max(h, w))
+        if s < 1.0:
+            grey = cv2.resize(grey, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
+        kps, desc = self._extractor.extract_from_uint8_array(grey)
+        xy = np.asarray(pc.keypoints_to_matrix(kps), dtype=np.float64)[:, :2]
+        if s < 1.0:  # COLMAP coordinates: pixel corners at integers, so scaling is exact
+            xy /= s
+        return xy, np.asarray(desc.data, dtype=np.float32)
+
+    # ------------------------------------------------------------------ Backend
+    def reconstruct_window(self, window_id: int, anchors: Sequence[Frame]) -> WindowReconstruction:
+        """Reconstruct ``anchors`` with COLMAP and make them the scene memory (see module docstring).
+
+        Returns only the anchors COLMAP registered (``stamps_ns``/``frame_indices`` say which), in the
+        frame of the first registered one, with ``sparse_points``/``sparse_colors`` filled and no dense
+        depth. Raises :class:`BackendError` for < 2 anchors, mixed image sizes, or a failed reconstruction.
+        """
+        import cv2
+
+        pc = self._pycolmap
+        anchors = list(anchors)
+        if len(anchors) < 2:
+            raise BackendError(f"colmap: a window needs >= 2 anchors, got {len(anchors)}")
+        sizes = {(f.height, f.width) for f in anchors}
+        if len(sizes) != 1:
+            raise BackendError(f"colmap: anchors of one window must share an image size, got {sorted(sizes)}")
+        h, w = anchors[0].height, anchors[0].width
+        known_k = all(f.K is not None for f in anchors)
+        t0 = time.perf_counter()
+        tmp = tempfile.mkdtemp(prefix="selfi_colmap_", dir=self.work_dir)
+        try:
+            img_dir = os.path.join(tmp, "images")
+            os.makedirs(img_dir)
+            names = []
+            for k, f in enumerate(anchors):
+                name = f"{k:04d}.png"
+                cv2.imwrite(os.path.join(img_dir, name), f.image[:, :, ::-1])
+                names.append(name)
+            db_path = os.path.join(tmp, "database.db")
+            reader = pc.ImageReaderOptions()
+            if known_k:
+                reader.camera_model = "PINHOLE"
+                reader.camera_params = ",".join(f"{v:.10g}" for v in _k_to_colmap_params(anchors[0].K))
+            else:
+                reader.camera_model = "SIMPLE_RADIAL"
+            pc.extract_features(db_path, img_dir, image_names=names, camera_mode=pc.CameraMode.SINGLE,
+                                reader_options=reader, extraction_options=self._extraction_options(),
+                                device=pc.Device.cpu)
+            mopts = pc.FeatureMatchingOptions()
+            mopts.use_gpu = False
+            mopts.num_threads = self.num_threads
+            pc.match_exhaustive(db_path, matching_options=mopts, device=pc.Device.cpu)
+            iopts = pc.IncrementalPipelineOptions()
+            iopts.multiple_models = False
+            iopts.min_model_size = 2
+            iopts.num_threads = self.num_threads
+            iopts.random_seed = self.seed
+            iopts.extract_colors = True
+            iopts.mapper.init_min_num_inliers = 50
+            iopts.mapper.init_min_tri_angle = 2.0
+            iopts.mapper.abs_pose_min_num_inliers = 20
+            if known_k:
+                iopts.ba_refine_focal_length = False
+                iopts.ba_refine_principal_point = False
+                iopts.ba_refine_extra_params = False
+            out_dir = os.path.join(tmp, "sparse")
+            os.makedirs(out_dir)
+            recs = pc.incremental_mapping(db_path, img_dir, out_dir, options=iopts)
+            if not recs:
+                raise BackendError(f"colmap: window {window_id}: incremental mapping registered no model "
+                                   f"({len(anchors)} anchors)")
+            rec = max(recs.values(), key=lambda r: r.num_reg_images())
+            db = pc.Database.open(db_path)
+            try:
+                result, memory = self._window_from_reconstruction(window_id, anchors, names, rec, db, (h, w))
+            finally:
+                db.close()
+        except BackendError:
+            raise
+        except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
+            raise BackendError(f"colmap: window {window_id} failed: {exc}") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._memory = memory
+        log.info("colmap window %d: %d/%d anchors, %d points in %.2f s", window_id, result.num_frames,
+                 len(anchors), len(memory.points), time.perf_counter() - t0)
+        return result
+
+    def _window_from_reconstruction(self, window_id, anchors, names, rec, db, size_hw):
+        by_name = {img.name: img for img in rec.images.values() if img.has_pose}
+        order = [k for k, n in enumerate(names) if n in by_name]
+        if len(order) < self.min_registered:
+            raise BackendError(f"colmap: window {window_id}: only {len(order)} of {len(anchors)} anchors "
+                               f"registered (need {self.min_registered})")
+        E = {k: np.asarray(by_name[names[k]].cam_from_world().matrix(), dtype=np.float64) for k in order}
+        ref = order[0]
+        T_ref_world = np.eye(4)
+        T_ref_world[:3, :] = E[ref]
+        point_ids = list(rec.point3D_ids())
+        if len(point_ids) < 10:
+            raise BackendError(f"colmap: window {window_id}: only {len(point_ids)} 3D points")
+        xyz_world = np.array([rec.points3D[i].xyz for i in point_ids], dtype=np.float64)
+        rgb = np.array([rec.points3D[i].color for i in point_ids], dtype=np.uint8).reshape(-1, 3)
+        xyz_ref = xyz_world @ T_ref_world[:3, :3].T + T_ref_world[:3, 3]
+        depth = xyz_ref[:, 2]
+        if np.sum(depth > 0) < 10:
+            raise BackendError(f"colmap: window {window_id}: points are not in front of the first anchor")
+        scale = 1.0 / float(np.median(depth[depth > 0]))
+        points = xyz_ref * scale
+        T_world_ref = np.linalg.inv(T_ref_world)
+        extr = []
+        for k in order:
+            T = np.eye(4)
+            T[:3, :] = E[k]
+            Tk = T @ T_world_ref  # camera_k from ref
+            Tk[:3, 3] *= scale
+            extr.append(Tk[:3, :])
+        if ref == order[0]:
+            extr[0] = np.hstack([np.eye(3), np.zeros((3, 1))])  # exact identity by construction
+        cam = rec.cameras[by_name[names[ref]].camera_id]
+        K = _colmap_camera_to_k(cam)
+        # scene memory: one descriptor per observation of each 3D point
+        row_of = {pid: r for r, pid in enumerate(point_ids)}
+        descs, rows = [], []
+        for k in order:
+            img = by_name[names[k]]
+            d = np.asarray(db.read_descriptors(img.image_id).data, dtype=np.float32)
+            for idx, p2d in enumerate(img.points2D):
+                if p2d.has_point3D() and p2d.point3D_id in row_of:
+                    descs.append(d[idx])
+                    rows.append(row_of[p2d.point3D_id])
+        memory = _SceneMemory(points=points, descriptors=np.array(descs, dtype=np.float32).reshape(-1, 128),
+                              point_index=np.array(rows, dtype=np.int64), K=K, image_size_hw=tuple(size_hw))
+        result = WindowReconstruction(
+            window_id=int(window_id),
+            stamps_ns=np.array([anchors[k].stamp_ns for k in order], dtype=np.int64),
+            frame_indices=np.array([anchors[k].index for k in order], dtype=np.int64),
+            extrinsics=np.stack(extr).astype(np.float64),
+            intrinsics=np.stack([K] * len(order)).astype(np.float64),
+            image_size_hw=tuple(size_hw),
+            sparse_points=points.astype(np.float32),
+            sparse_colors=rgb,
+            backend=self.name,
+            random_weights=False,
+        )
+        return result, memory
+
+    def localize(self, frames: Sequence[Frame]) -> list[LocalizationResult]:
+        """Localize each frame against the last window's 3D points (see module docstring).
+
+        Raises :class:`BackendError` when no window has been reconstructed; per-frame failures come back
+        as results with ``extrinsics=None`` and a ``reason``.
+        """
+        if self._memory is None:
+            raise BackendError("colmap: localize called before any window was reconstructed")
+        return [self._localize_one(f) for f in frames]
+
+    def _localize_one(self, frame: Frame) -> LocalizationResult:
+        import cv2
+
+        pc = self._pycolmap
+        mem = self._memory
+        if frame.K is not None:
+            K = frame.K
+        else:  # the window's estimate, rescaled to this image size
+            sy = frame.height / mem.image_size_hw[0]
+            sx = frame.width / mem.image_size_hw[1]
+            K = mem.K.copy()
+            K[0, 0] *= sx
+            K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+            K[1, 1] *= sy
+            K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+
+        def fail(reason: str, conf: float = 0.0) -> LocalizationResult:
+            return LocalizationResult(frame.stamp_ns, frame.index, None, K=K, confidence=conf, reason=reason)
+
+        xy, desc = self._extract(frame.image)
+        if len(xy) < self.min_inliers or len(mem.descriptors) < 2:
+            return fail(f"too few features ({len(xy)} query, {len(mem.descriptors)} memory)")
+        kk = min(4, len(mem.descriptors))
+        knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc, mem.descriptors, k=kk)
+        best: dict[int, tuple[float, int]] = {}  # 3D point row -> (distance, query keypoint)
+        for q, ms in enumerate(knn):
+            if not ms:
+                continue
+            m0 = ms[0]
+            p0 = int(mem.point_index[m0.trainIdx])
+            second = next((m for m in ms[1:] if int(mem.point_index[m.trainIdx]) != p0), None)
+            if second is not None and m0.distance > self.ratio * second.distance:
+                continue
+            if p0 not in best or m0.distance < best[p0][0]:
+                best[p0] = (m0.distance, q)
+        if len(best) < self.min_inliers:
+            return fail(f"too few 2D-3D matches ({len(best)} < {self.min_inliers})")
+        rows = np.fromiter(best.keys(), dtype=np.int64)
+        qidx = np.array([best[r][1] for r in rows], dtype=np.int64)
+        pts2d = xy[qidx]
+        pts3d = mem.points[rows]
+        camera = pc.Camera(model="PINHOLE", width=frame.width, height=frame.height,
+                           params=_k_to_colmap_params(K))
+        est = pc.AbsolutePoseEstimationOptions()
+        est.ransac.max_error = self.ransac_max_error_px
+        est.ransac.random_seed = self.seed if hasattr(est.ransac, "random_seed") else None
+        try:
+            ans = pc.estimate_and_refine_absolute_pose(pts2d, pts3d, camera, est)
+        except Exception as exc:  # noqa: BLE001 - pycolmap raises on degenerate input
+            return fail(f"absolute pose failed: {exc}")
+        if not ans:
+            return fail(f"absolute pose RANSAC found no model ({len(rows)} matches)")
+        n_in = int(ans["num_inliers"])
+        ratio = n_in / float(len(rows))
+        if n_in < self.min_inliers:
+            return fail(f"too few inliers ({n_in} < {self.min_inliers})", conf=ratio)
+        extr = np.asarray(ans["cam_from_world"].matrix(), dtype=np.float64)
+        return LocalizationResult(frame.stamp_ns, frame.index, extr, K=K, confidence=float(ratio))
+
+    def reset(self) -> None:
+        """Drop the scene memory."""
+        self._memory = None
