@@ -57,18 +57,19 @@ def test_marker_position_follows_metadata():
         t, m = preprocess_images([img], mode=mode, target=224)
         dark = 1.0 - t[0].mean(0).numpy()
         ys, xs = np.mgrid[0:dark.shape[0], 0:dark.shape[1]]
-        u_net = (dark * (xs + 0.5)).sum() / dark.sum()
-        v_net = (dark * (ys + 0.5)).sum() / dark.sum()
+        u_net = (dark * xs).sum() / dark.sum()  # pixel-index (centre) coordinates
+        v_net = (dark * ys).sum() / dark.sum()
         back = m[0].net_to_orig_xy([u_net, v_net])
-        np.testing.assert_allclose(back, [u0, v0], atol=1.5)
+        np.testing.assert_allclose(back, [u0 - 0.5, v0 - 0.5], atol=1.0)
 
 
 def test_intrinsics_round_trip_and_centre():
     _, m = preprocess_images([_img(1080, 1920)], mode="crop")
     K0 = np.array([[1000.0, 0, 960], [0, 1000.0, 540], [0, 0, 1]])
     Kn = m[0].K_orig_to_net(K0)
-    np.testing.assert_allclose(Kn[0, 2], 259.0, atol=1e-9)
-    np.testing.assert_allclose(Kn[1, 2], 540 * 294 / 1080, atol=1e-9)
+    np.testing.assert_allclose(Kn[0, 2], 960.5 * 518 / 1920 - 0.5, atol=1e-9)
+    np.testing.assert_allclose(Kn[1, 2], 540.5 * 294 / 1080 - 0.5, atol=1e-9)
+    np.testing.assert_allclose(Kn[0, 0], 1000 * 518 / 1920, atol=1e-9)
     np.testing.assert_allclose(m[0].K_net_to_orig(Kn), K0, atol=1e-9)
 
 
@@ -96,3 +97,11 @@ def test_errors():
         preprocess_images([_img(10, 10)], target=500)
     with pytest.raises(TypeError):
         preprocess_images([42])
+
+
+def test_consistent_with_geometry_scale_intrinsics():
+    from selfi_ros.geometry.camera import scale_intrinsics
+
+    _, m = preprocess_images([_img(480, 640)], mode="crop")  # no crop: 392 x 518
+    K0 = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    np.testing.assert_allclose(m[0].K_orig_to_net(K0), scale_intrinsics(K0, 518 / 640, 392 / 480), atol=1e-9)

@@ -36,8 +36,8 @@ class ImageMeta:
         resized_hw: (new_h, new_w) after the Pillow resize.
         net_hw: (H, W) of the final stacked tensor.
         scale_xy: (sx, sy) = (new_w / W0, new_h / H0).
-        offset_xy: (ox, oy) network pixel = scale * original pixel + offset (crop gives negative oy,
-            padding positive offsets).
+        offset_xy: (ox, oy) crop / pad offset in network pixels (crop gives negative oy, padding positive):
+            u_net = (u_orig + 0.5) * sx - 0.5 + ox (pixel-centre convention), likewise v.
     """
 
     orig_hw: Tuple[int, int]
@@ -49,7 +49,7 @@ class ImageMeta:
     def _A(self) -> np.ndarray:
         sx, sy = self.scale_xy
         ox, oy = self.offset_xy
-        return np.array([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]])
+        return np.array([[sx, 0.0, 0.5 * (sx - 1.0) + ox], [0.0, sy, 0.5 * (sy - 1.0) + oy], [0.0, 0.0, 1.0]])
 
     def K_net_to_orig(self, K_net: np.ndarray) -> np.ndarray:
         """(3, 3) (or (..., 3, 3)) intrinsics in network pixels -> original-image pixels (float64)."""
@@ -60,9 +60,10 @@ class ImageMeta:
         return self._A() @ np.asarray(K_orig, dtype=np.float64)
 
     def net_to_orig_xy(self, uv: np.ndarray) -> np.ndarray:
-        """(..., 2) network pixel coordinates -> original pixel coordinates."""
+        """(..., 2) network pixel coordinates -> original pixel coordinates (pixel-centre convention)."""
+        A = self._A()
         uv = np.asarray(uv, dtype=np.float64)
-        return (uv - np.asarray(self.offset_xy)) / np.asarray(self.scale_xy)
+        return (uv - A[:2, 2]) / np.array([A[0, 0], A[1, 1]])
 
     def valid_region_net(self) -> Tuple[int, int, int, int]:
         """(top, left, bottom, right) network rows/cols that hold image content (not white padding)."""
