@@ -29,15 +29,21 @@ def flow_image(image_rgb: np.ndarray, width: int = FLOW_WIDTH) -> np.ndarray:
     return cv2.resize(grey, (width, h), interpolation=interp)
 
 
-def median_flow(prev_grey: np.ndarray, prev_pts: np.ndarray, grey: np.ndarray) -> tuple[float, float]:
+def median_flow(prev_grey: np.ndarray, prev_pts: np.ndarray, grey: np.ndarray,
+                fb_max_px: float = 1.0) -> tuple[float, float]:
     """Median LK displacement (px) of ``prev_pts`` (N, 1, 2) float32 and the fraction tracked.
 
-    Returns (nan, 0.0) when there are no points to track.
+    A point counts as tracked when LK finds it forwards and the backward track returns within
+    ``fb_max_px`` of its start (forward-backward check, Kalal et al. 2010). Returns (nan, 0.0) when
+    there are no points or none is tracked.
     """
     if prev_pts is None or len(prev_pts) == 0:
         return float("nan"), 0.0
-    nxt, st, _err = cv2.calcOpticalFlowPyrLK(prev_grey, grey, prev_pts, None, winSize=(21, 21), maxLevel=3)
-    ok = st.reshape(-1).astype(bool)
+    lk = dict(winSize=(21, 21), maxLevel=3)
+    nxt, st, _err = cv2.calcOpticalFlowPyrLK(prev_grey, grey, prev_pts, None, **lk)
+    back, st2, _err2 = cv2.calcOpticalFlowPyrLK(grey, prev_grey, nxt, None, **lk)
+    fb = np.linalg.norm((back - prev_pts).reshape(-1, 2), axis=1)
+    ok = st.reshape(-1).astype(bool) & st2.reshape(-1).astype(bool) & (fb < fb_max_px)
     if not ok.any():
         return float("nan"), 0.0
     d = np.linalg.norm((nxt - prev_pts).reshape(-1, 2)[ok], axis=1)

@@ -4,8 +4,9 @@ SAIL-Recon (Deng et al., 2025) reconstructs a scene from a set of anchor images 
 other image against them; over a stream we keep a *sequence* of windows, each sharing ``overlap``
 anchors with the previous one (for Sim(3) chaining, as in VGGT-SLAM's overlapping submaps).
 
-Anchor choice: the shared anchors are the previous window's anchors that are spread farthest apart
-(baseline for a well-conditioned Sim(3)), preferring recent ones; the new anchors are chosen among the
+Anchor choice: the shared anchors are the most recent previous anchor plus the ones spread farthest from
+it among the more recent half of the previous window (baseline for a well-conditioned Sim(3), content
+shared with the new keyframes); the new anchors are chosen among the
 keyframes localized since the last window by farthest-point sampling on camera centre + viewing
 direction (coverage), always keeping the most recent keyframe. Keyframes without a pose fall back to
 uniform-in-time choice.
@@ -133,9 +134,12 @@ def select_for_coverage(kfs: Sequence[Keyframe], n: int, keep_last: bool = True)
 
 
 def select_for_baseline(kfs: Sequence[Keyframe], n: int) -> list[Keyframe]:
-    """Pick ``n`` of the previous anchors for chaining: the most recent one, then the farthest from
-    those chosen (largest baseline between shared camera centres). Time order."""
-    return select_for_coverage(kfs, n, keep_last=True)
+    """Pick ``n`` of the previous anchors for chaining: the most recent one, then those farthest from the
+    chosen (largest baseline between shared camera centres), among the more recent half of the previous
+    anchors (at least ``n``), so that shared anchors also see what the new keyframes see. Time order."""
+    kfs = list(kfs)
+    pool = kfs[-max(n, (len(kfs) + 1) // 2):] if n > 0 else []
+    return select_for_coverage(pool, n, keep_last=True)
 
 
 def anchor_coverage(points_map: np.ndarray, T_map_cam: np.ndarray, K: np.ndarray, height: int, width: int,
