@@ -1,0 +1,231 @@
+"""VGGT / SAIL-Recon backend: anchors reconstructed jointly, other frames localized against a scene memory.
+
+``reconstruct_window`` = SAIL-Recon anchor pass (one joint VGGT forward over the anchors that also caches
+per-layer anchor K/V, :func:`selfi_ros.model.scene_memory.run_anchor_pass`) + camera / depth / point heads.
+``localize`` = SAIL-Recon query pass (:func:`selfi_ros.model.scene_memory.query_pass`), in batches of
+``query_batch_size``; each query sees only the anchors and itself.
+
+Frames and units: the window frame is the first anchor's camera (OpenCV axes), up to VGGT's normalised
+scale. ``WindowReconstruction.intrinsics`` are in pixels of its depth / point maps (the network input
+grid, ``image_size_hw``); ``LocalizationResult.K`` is mapped back to the original image's pixels through
+the preprocessing metadata (crop / pad / resize undone).
+
+Weights: SAIL-Recon (``HKUST-SAIL/SAIL-Recon``) gives trained relocalisation blocks; plain VGGT weights
+(``facebook/VGGT-1B``) also work, with the anchors' own global-attention K/V (see
+:mod:`selfi_ros.model.scene_memory`). Without weights construction fails with instructions, unless
+``allow_random_weights=True`` (plumbing only: loud warning, every output flagged ``random_weights``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ...model.config import VGGTConfig
+from ...model.loading import load_model
+from ...model.preprocessing import ImageMeta, preprocess_images
+from ...model.scene_memory import SceneMemory, query_pass, run_anchor_pass
+from ...model.vggt import autocast_dtype
+from ..backend import BackendError
+from ..types import Frame, LocalizationResult, WindowReconstruction
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def _confidence(conf: Optional[torch.Tensor]) -> float:
+    """Map VGGT's "expp1" confidences (>= 1) to [0, 1): 1 - 1 / median(conf)."""
+    if conf is None:
+        return 0.5
+    c = float(torch.nan_to_num(conf.float(), nan=1.0).median())
+    return float(np.clip(1.0 - 1.0 / max(c, 1.0), 0.0, 1.0))
+
+
+class VGGTBackend:
+    """Backend on VGGT / SAIL-Recon. Implements :class:`~selfi_ros.engine.backend.Backend`.
+
+    Args:
+        checkpoint: local .pt / .safetensors, a directory, or a Hugging Face repo id
+            (``HKUST-SAIL/SAIL-Recon``, ``facebook/VGGT-1B``, ``facebook/VGGT-1B-Commercial``); None only
+            with ``allow_random_weights``.
+        allow_random_weights: with no checkpoint, build an untrained model (plumbing only).
+        model_config: "full" (VGGT-1B shape; SAIL layout when random) or "tiny" (random plumbing / CPU tests).
+        device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+        dtype: "auto" (official autocast: bf16 on compute capability >= 8, fp16 below; fp32 on CPU),
+            "fp32" (no autocast), "bf16" or "fp16" (forced autocast dtype on CUDA).
+        tokens_per_anchor: "all" (exact) or patch tokens kept per anchor and layer (SAIL-Recon: 300).
+        query_batch_size: queries per forward in ``localize``.
+        image_width: network input width (518 for the trained model; smaller multiples of 14 for CPU).
+        preprocess_mode: "crop" or "pad" (official VGGT preprocessing).
+        kv_source: "auto", "global_reloc_blocks" (SAIL) or "global_blocks" (plain VGGT).
+        localize_depth / localize_points: also return per-query depth / point maps (costs DPT passes).
+        memory_device: where the scene memory lives (default: the model's device).
+        seed: seed for the anchor token subsets.
+    """
+
+    name = "vggt"
+
+    def __init__(self, checkpoint: Union[None, str] = None, allow_random_weights: bool = False,
+                 model_config: str = "full", device: str = "auto", dtype: str = "auto",
+                 tokens_per_anchor: Union[str, int] = "all", query_batch_size: int = 8, image_width: int = 518,
+                 preprocess_mode: str = "crop", kv_source: str = "auto", localize_depth: bool = True,
+                 localize_points: bool = False, memory_device: Optional[str] = None, seed: int = 0):
+        if model_config not in ("full", "tiny"):
+            raise ValueError(f"model_config must be 'full' or 'tiny', got {model_config!r}")
+        if preprocess_mode not in ("crop", "pad"):
+            raise ValueError(f"preprocess_mode must be 'crop' or 'pad', got {preprocess_mode!r}")
+        if image_width % 14 or image_width < 14:
+            raise ValueError(f"image_width must be a positive multiple of 14, got {image_width}")
+        if int(query_batch_size) < 1:
+            raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
+        if dtype not in ("auto", "fp32", "float32", *_DTYPES):
+            raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if model_config == "tiny":
+            cfg = VGGTConfig.tiny(sail_reloc=True)
+        else:
+            cfg = VGGTConfig.sail() if checkpoint is None else None
+        self.model = load_model(checkpoint, config=cfg, device=self.device,
+                                random_weights=checkpoint is None and allow_random_weights)
+        self.random_weights = bool(self.model.random_weights)
+        if self.random_weights:
+            log.warning("VGGTBackend: RANDOM WEIGHTS - plumbing only; poses and maps are meaningless")
+        self.amp_dtype = (None if dtype in ("fp32", "float32") or self.device.type != "cuda"
+                          else autocast_dtype(self.device) if dtype == "auto" else _DTYPES[dtype])
+        self.tokens_per_anchor = tokens_per_anchor
+        self.query_batch_size = int(query_batch_size)
+        self.image_width = int(image_width)
+        self.preprocess_mode = preprocess_mode
+        self.kv_source = kv_source
+        self.localize_depth = localize_depth
+        self.localize_points = localize_points
+        self.memory_device = memory_device
+        self.seed = int(seed)
+        self._memory: Optional[SceneMemory] = None
+        self._window_id: Optional[int] = None
+        self._fallback_K_count = 0
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def memory(self) -> Optional[SceneMemory]:
+        """The current scene memory (None before the first window)."""
+        return self._memory
+
+    def _amp(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _preprocess(self, frames: Sequence[Frame]):
+        return preprocess_images([f.image for f in frames], mode=self.preprocess_mode, target=self.image_width)
+
+    def _sanitize_K(self, K: np.ndarray, hw) -> Optional[np.ndarray]:
+        """K if finite with positive focal lengths; random weights get a 60-degree-FoV stand-in; else None."""
+        if np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0:
+            return K
+        if self.random_weights:
+            self._fallback_K_count += 1
+            H, W = hw
+            f = (W / 2.0) / np.tan(np.radians(30.0))
+            return np.array([[f, 0.0, W / 2.0], [0.0, f, H / 2.0], [0.0, 0.0, 1.0]])
+        return None
+
+    # ----------------------------------------------------------------------------------------------
+    def reconstruct_window(self, window_id: int, anchors: Sequence[Frame]) -> WindowReconstruction:
+        """Anchor pass + heads over ``anchors`` (first = window frame); becomes the current scene memory.
+
+        Raises:
+            BackendError: no anchors, or non-finite cameras (the previous memory stays valid).
+        """
+        if len(anchors) == 0:
+            raise BackendError("reconstruct_window needs at least one anchor frame")
+        images, metas = self._preprocess(anchors)
+        try:
+            with self._amp():
+                memory, out = run_anchor_pass(self.model, images, self.tokens_per_anchor, seed=self.seed,
+                                              kv_source=self.kv_source, memory_device=self.memory_device,
+                                              autocast=False)
+        except torch.cuda.OutOfMemoryError as e:  # pragma: no cover - GPU only
+            raise BackendError(f"out of GPU memory reconstructing {len(anchors)} anchors: {e}") from e
+        H, W = images.shape[-2:]
+        extr = out.extrinsics()[0].double().cpu().numpy()
+        Ks = out.intrinsics()[0].double().cpu().numpy()
+        if not np.all(np.isfinite(extr)):
+            raise BackendError(f"window {window_id}: non-finite camera extrinsics")
+        Ks_ok = []
+        for i, K in enumerate(Ks):
+            K2 = self._sanitize_K(K, (H, W))
+            if K2 is None:
+                raise BackendError(f"window {window_id}: invalid intrinsics for anchor {i}: {K.tolist()}")
+            Ks_ok.append(K2)
+        depth = out.depth[0, ..., 0].float().cpu().numpy() if out.depth is not None else None
+        dconf = out.depth_conf[0].float().cpu().numpy() if out.depth_conf is not None else None
+        pts = out.world_points[0].float().cpu().numpy() if out.world_points is not None else None
+        pconf = out.world_points_conf[0].float().cpu().numpy() if out.world_points_conf is not None else None
+        colors = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+        for i, m in enumerate(metas):  # padding carries no image content: zero confidence there
+            top, left, bottom, right = m.valid_region_net()
+            for c in (dconf, pconf):
+                if c is not None:
+                    keep = np.zeros(c.shape[1:], bool)
+                    keep[top:bottom, left:right] = True
+                    c[i][~keep] = 0.0
+        self._memory = memory
+        self._window_id = int(window_id)
+        self._metas = metas
+        return WindowReconstruction(
+            window_id=int(window_id),
+            stamps_ns=np.array([f.stamp_ns for f in anchors], dtype=np.int64),
+            frame_indices=np.array([f.index for f in anchors], dtype=np.int64),
+            extrinsics=extr, intrinsics=np.stack(Ks_ok), image_size_hw=(int(H), int(W)),
+            depth=depth, depth_conf=dconf, points=pts, points_conf=pconf, colors=colors,
+            backend=self.name, random_weights=self.random_weights)
+
+    def localize(self, frames: Sequence[Frame]) -> List[LocalizationResult]:
+        """Query pass for ``frames`` against the current scene memory (window frame).
+
+        Returns one :class:`LocalizationResult` per frame: extrinsics camera-from-window (3x4),
+        K in the original image's pixels, confidence 1 - 1/median(depth confidence) (0.5 without depth),
+        optional depth (H, W) / points (H, W, 3) at network resolution. Non-finite outputs give a failed
+        result with a reason.
+        Raises:
+            BackendError: no window reconstructed yet.
+        """
+        if self._memory is None:
+            raise BackendError("localize called before any window was reconstructed")
+        if len(frames) == 0:
+            return []
+        images, metas = self._preprocess(frames)
+        with self._amp():
+            res = query_pass(self.model, self._memory, images, batch_size=self.query_batch_size,
+                             with_depth=self.localize_depth, with_points=self.localize_points, autocast=False)
+        H, W = images.shape[-2:]
+        out = []
+        for i, (f, m) in enumerate(zip(frames, metas)):
+            extr = res.extrinsics[i].double().cpu().numpy()
+            K = self._sanitize_K(res.intrinsics[i].double().cpu().numpy(), (H, W))
+            conf = _confidence(res.depth_conf[i] if res.depth_conf is not None else None)
+            depth = res.depth[i].float().cpu().numpy() if res.depth is not None else None
+            pts = res.points[i].float().cpu().numpy() if res.points is not None else None
+            if not np.all(np.isfinite(extr)):
+                out.append(LocalizationResult(f.stamp_ns, f.index, None, confidence=0.0,
+                                              reason="non-finite extrinsics from the query pass"))
+                continue
+            if K is None:
+                out.append(LocalizationResult(f.stamp_ns, f.index, None, confidence=0.0,
+                                              reason="invalid predicted intrinsics (FoV <= 0)"))
+                continue
+            out.append(LocalizationResult(f.stamp_ns, f.index, extr, K=m.K_net_to_orig(K), confidence=conf,
+                                          depth=depth, points=pts))
+        return out
+
+    def reset(self) -> None:
+        """Drop the scene memory."""
+        self._memory = None
+        self._window_id = None
