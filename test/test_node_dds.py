@@ -1,0 +1,129 @@
+"""selfi_node over DDS: the node in its own process (python -m selfi_ros.ros.node), inputs published and
+outputs recorded by this process, on a per-test ROS_DOMAIN_ID with LOCALHOST discovery.
+
+The backend is LineBackend (test/selfi_ros_testing.py): the camera moves along +x at a known speed in
+front of a wall at a known depth, so every published pose and point can be checked against the truth.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (scripts/build_interfaces.sh)")
+status_mod = pytest.importorskip("selfi_ros.msg", reason="selfi_ros interfaces not built (scripts/build_interfaces.sh)")
+
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+
+from selfi_ros.ros.conversions import pointcloud2_to_points, stamp_to_ns, transform_stamped  # noqa: E402
+from selfi_ros_testing import (FAST_ENGINE_PARAMS, LINE_SPEED, WALL_DEPTH, NodeProcess, RosClient,  # noqa: E402
+                               free_domain_id, image_pair)
+
+T0 = 1_000_000_000_000  # first image stamp (ns)
+DT = 100_000_000  # 10 Hz
+
+
+@pytest.fixture
+def ros(tmp_path):
+    """Yield a factory starting (node, client); both are stopped at teardown."""
+    made = []
+
+    def start(**params):
+        d = free_domain_id()
+        node = NodeProcess(d, {"backend": "selfi_ros_testing:LineBackend", **FAST_ENGINE_PARAMS, **params},
+                           str(tmp_path / f"node{len(made)}.log"))
+        client = RosClient(d)
+        made.append((node, client))
+        return node, client
+
+    yield start
+    for node, client in made:
+        client.close()
+        node.stop()
+
+
+def _publish_stream(client, node, n, static_tf=None):
+    pi = client.publisher(Image, "/camera/image_raw")
+    pc = client.publisher(CameraInfo, "/camera/camera_info")
+    assert client.wait_subscribers(pi, node=node), f"node never subscribed:\n{node.log()[-2000:]}"
+    assert client.wait_subscribers(pc, node=node)
+    client.wait_for(lambda: False, 0.5)  # let the subscriber side finish matching too
+    stamps = []
+    for k in range(n):
+        im, ci = image_pair(T0 + k * DT)
+        pc.publish(ci)
+        pi.publish(im)
+        stamps.append(T0 + k * DT)
+        client.wait_for(lambda: False, 0.08)
+    return stamps
+
+
+def test_tf_and_clouds_arrive_with_true_geometry(ros):
+    node, c = ros()
+    c.record(tf2_msgs.TFMessage, "/tf")
+    c.record(PointCloud2, "/selfi_node/window_cloud")
+    c.record(PointCloud2, "/selfi_node/map_cloud", c.latched)
+    c.record(status_mod.SelfiStatus, "/selfi_node/status")
+    c.record(Path, "/selfi_node/path")
+    c.record(Odometry, "/selfi_node/odometry")
+    stamps = _publish_stream(c, node, 10)
+    assert c.wait_for(lambda: sum(len(m.transforms) for m in c.get("/tf")) >= 9, 15, node), node.log()[-3000:]
+    assert c.wait_for(lambda: len(c.get("/selfi_node/map_cloud")) >= 1, 10, node)
+
+    tfs = [t for m in c.get("/tf") for t in m.transforms]
+    assert all(t.header.frame_id == "map" and t.child_frame_id == "cam_optical" for t in tfs)
+    by_stamp = {stamp_to_ns(t.header.stamp): t for t in tfs}
+    assert set(by_stamp) <= set(stamps) and len(by_stamp) >= 9  # stamped with the image stamps
+    # map frame = first anchor's camera: x(t) - x(t_first) along the camera x axis, no rotation
+    first = min(by_stamp)
+    for s, t in by_stamp.items():
+        tr, q = t.transform.translation, t.transform.rotation
+        assert tr.x == pytest.approx(LINE_SPEED * (s - first) * 1e-9, abs=1e-6)
+        assert abs(tr.y) < 1e-6 and abs(tr.z) < 1e-6
+        assert [q.x, q.y, q.z, q.w] == pytest.approx([0, 0, 0, 1], abs=1e-6)
+
+    win = c.get("/selfi_node/window_cloud")
+    assert win and all(m.header.frame_id == "map" for m in win)
+    xyz, rgb = pointcloud2_to_points(win[0])
+    assert len(xyz) > 10 and np.allclose(xyz[:, 2], WALL_DEPTH, atol=1e-4)
+    assert np.all(rgb[:, 0] == 200) and np.all(rgb[:, 1:] == 0)
+    mxyz, _ = pointcloud2_to_points(c.get("/selfi_node/map_cloud")[-1])
+    assert len(mxyz) > 10 and np.allclose(mxyz[:, 2], WALL_DEPTH, atol=0.05)
+
+    # images are best effort (sensor_data QoS): allow the very first one to be lost in discovery
+    assert c.wait_for(lambda: any(s.windows >= 1 and s.frames_in >= 9 and s.poses >= 9
+                                  for s in c.get("/selfi_node/status")), 5, node)
+    st = c.get("/selfi_node/status")[-1]
+    assert st.backend == "line" and not st.random_weights and st.frames_in >= 9
+    assert st.frames_dropped == 0 and st.frames_rejected == 0 and st.poses >= 9
+    path = c.get("/selfi_node/path")[-1]
+    assert path.header.frame_id == "map" and len(path.poses) >= 9
+    od = c.get("/selfi_node/odometry")[-1]
+    assert od.child_frame_id == "cam_optical" and od.pose.covariance[0] > 0
+    assert node.alive()
+
+
+def test_base_link_mode_from_tf_static(ros):
+    """With a URDF-like static chain base_link -> camera_link -> cam_optical, TF goes to base_link."""
+    node, c = ros(publish_tf="auto", tf_static_timeout_s=3.0)
+    c.record(tf2_msgs.TFMessage, "/tf")
+    T_base_link = np.eye(4)
+    T_base_link[:3, 3] = [0.3, 0.0, 0.2]
+    T_link_opt = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])  # REP-103 optical
+    static = c.publisher(tf2_msgs.TFMessage, "/tf_static", c.latched)
+    static.publish(tf2_msgs.TFMessage(transforms=[
+        transform_stamped(T_base_link, "base_link", "camera_link", 0),
+        transform_stamped(T_link_opt, "camera_link", "cam_optical", 0)]))
+    _publish_stream(c, node, 8)
+    assert c.wait_for(lambda: sum(len(m.transforms) for m in c.get("/tf")) >= 6, 15, node), node.log()[-3000:]
+    tfs = [t for m in c.get("/tf") for t in m.transforms]
+    assert all(t.header.frame_id == "map" and t.child_frame_id == "base_link" for t in tfs)
+    from selfi_ros.ros.conversions import transform_to_matrix
+
+    T_base_cam = T_base_link @ T_link_opt
+    first = min(stamp_to_ns(t.header.stamp) for t in tfs)
+    for t in tfs:
+        T_map_base = transform_to_matrix(t)
+        T_map_cam = T_map_base @ T_base_cam  # must be the camera pose the backend knows
+        s = stamp_to_ns(t.header.stamp)
+        assert T_map_cam[:3, 3] == pytest.approx([LINE_SPEED * (s - first) * 1e-9, 0, 0], abs=1e-6)
+        assert np.allclose(T_map_cam[:3, :3], np.eye(3), atol=1e-6)
