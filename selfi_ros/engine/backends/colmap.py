@@ -154,9 +154,11 @@ class ColmapBackend:
     def reconstruct_window(self, window_id: int, anchors: Sequence[Frame]) -> WindowReconstruction:
         """Reconstruct ``anchors`` with COLMAP and make them the scene memory (see module docstring).
 
-        Returns only the anchors COLMAP registered (``stamps_ns``/``frame_indices`` say which), in the
-        frame of the first registered one, with ``sparse_points``/``sparse_colors`` filled and no dense
-        depth. Raises :class:`BackendError` for < 2 anchors, mixed image sizes, or a failed reconstruction.
+        Returns every anchor (in the given order) in the frame of the first anchor COLMAP registered
+        (normally anchor 0); anchors the mapper left out are localized against the window's points.
+        ``sparse_points``/``sparse_colors`` are filled, dense depth is None. Raises :class:`BackendError`
+        for < 2 anchors, mixed image sizes, fewer than ``min_registered`` registered anchors, an anchor
+        that can be neither registered nor localized, or a failed reconstruction.
         """
         import cv2
 
@@ -251,15 +253,14 @@ class ColmapBackend:
         scale = 1.0 / float(np.median(depth[depth > 0]))
         points = xyz_ref * scale
         T_world_ref = np.linalg.inv(T_ref_world)
-        extr = []
+        extr = {}
         for k in order:
             T = np.eye(4)
             T[:3, :] = E[k]
             Tk = T @ T_world_ref  # camera_k from ref
             Tk[:3, 3] *= scale
-            extr.append(Tk[:3, :])
-        if ref == order[0]:
-            extr[0] = np.hstack([np.eye(3), np.zeros((3, 1))])  # exact identity by construction
+            extr[k] = Tk[:3, :]
+        extr[ref] = np.hstack([np.eye(3), np.zeros((3, 1))])  # exact identity by construction
         cam = rec.cameras[by_name[names[ref]].camera_id]
         K = _colmap_camera_to_k(cam)
         # scene memory: one descriptor per observation of each 3D point
@@ -274,12 +275,27 @@ class ColmapBackend:
                     rows.append(row_of[p2d.point3D_id])
         memory = _SceneMemory(points=points, descriptors=np.array(descs, dtype=np.float32).reshape(-1, 128),
                               point_index=np.array(rows, dtype=np.int64), K=K, image_size_hw=tuple(size_hw))
+        # anchors COLMAP did not register: localize them against the window (the engine needs every anchor)
+        missing = [k for k in range(len(anchors)) if k not in extr]
+        if missing:
+            prev, self._memory = self._memory, memory
+            try:
+                for k in missing:
+                    r = self._localize_one(anchors[k])
+                    if r.extrinsics is None:
+                        raise BackendError(f"colmap: window {window_id}: anchor {k} (frame {anchors[k].index}) "
+                                           f"neither registered nor localized: {r.reason}")
+                    extr[k] = r.extrinsics
+            finally:
+                self._memory = prev
+            log.info("colmap window %d: anchors %s localized after mapping", window_id, missing)
+        n = len(anchors)
         result = WindowReconstruction(
             window_id=int(window_id),
-            stamps_ns=np.array([anchors[k].stamp_ns for k in order], dtype=np.int64),
-            frame_indices=np.array([anchors[k].index for k in order], dtype=np.int64),
-            extrinsics=np.stack(extr).astype(np.float64),
-            intrinsics=np.stack([K] * len(order)).astype(np.float64),
+            stamps_ns=np.array([f.stamp_ns for f in anchors], dtype=np.int64),
+            frame_indices=np.array([f.index for f in anchors], dtype=np.int64),
+            extrinsics=np.stack([extr[k] for k in range(n)]).astype(np.float64),
+            intrinsics=np.stack([K] * n).astype(np.float64),
             image_size_hw=tuple(size_hw),
             sparse_points=points.astype(np.float32),
             sparse_colors=rgb,
