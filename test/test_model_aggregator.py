@@ -188,3 +188,73 @@ def test_dino_pos_embed_unresized_at_train_size():
     # the antialiased identity resize equals the table
     grid = agg.patch_embed.pos_embed[:, 1:].reshape(1, 5, 5, 64).permute(0, 3, 1, 2)
     torch.testing.assert_close(resize_pos_embed_grid(grid, 5, 5), grid.float())
+
+
+# ---- top-level VGGT -------------------------------------------------------------------------------
+from selfi_ros.model.loading import build_model  # noqa: E402
+from selfi_ros.model.vggt import autocast_dtype  # noqa: E402
+
+
+def _vggt():
+    torch.manual_seed(0)
+    m = build_model(VGGTConfig.tiny()).eval()
+    _perturb(m, seed=4)
+    with torch.no_grad():
+        m.camera_head.pose_branch.fc2.weight[7:9] = 0.0
+        m.camera_head.pose_branch.fc2.bias[7:9] = 0.3
+    return m
+
+
+def test_vggt_outputs_shapes_and_4d_equals_5d():
+    m = _vggt()
+    x = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a = m(x)
+        b = m(x[None])
+    assert a.pose_enc.shape == (1, 2, 9) and len(a.pose_enc_list) == 4
+    assert a.depth.shape == (1, 2, 28, 42, 1) and a.depth_conf.shape == (1, 2, 28, 42)
+    assert a.world_points.shape == (1, 2, 28, 42, 3) and a.world_points_conf.shape == (1, 2, 28, 42)
+    assert a.images.shape == (1, 2, 3, 28, 42) and a.random_weights is False
+    assert torch.equal(a.pose_enc, b.pose_enc) and torch.equal(a.depth, b.depth)
+    assert (a.depth > 0).all() and (a.depth_conf >= 1).all()
+
+
+def test_vggt_camera_helpers():
+    m = _vggt()
+    with torch.no_grad():
+        out = m(torch.rand(3, 3, 28, 42))
+    E = out.extrinsics()
+    T = out.world_from_camera()
+    E4 = torch.cat([E, torch.tensor([0, 0, 0, 1.0]).expand(1, 3, 1, 4)], dim=2)
+    torch.testing.assert_close(T @ E4, torch.eye(4).expand(1, 3, 4, 4), atol=1e-4, rtol=1e-4)
+    K = out.intrinsics()
+    assert torch.allclose(K[..., 0, 2], torch.tensor(21.0)) and torch.allclose(K[..., 1, 2], torch.tensor(14.0))
+    K2 = out.intrinsics((56, 84))  # same FoV, twice the resolution: focal lengths double
+    torch.testing.assert_close(K2[..., 0, 0], 2 * K[..., 0, 0])
+    fov_w = out.pose_enc[..., 8]
+    torch.testing.assert_close(K[..., 0, 0], 21.0 / torch.tan(fov_w / 2))
+
+
+def test_vggt_frame_order_matters_only_through_first_frame():
+    """Frame 0 defines the world; swapping frames 1 and 2 permutes their outputs (equivariance)."""
+    m = _vggt()
+    x = torch.rand(3, 3, 28, 42, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        a = m(x)
+        b = m(x[[0, 2, 1]])
+    torch.testing.assert_close(a.pose_enc[:, [0, 2, 1]], b.pose_enc, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.depth[:, [0, 2, 1]], b.depth, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [
+    torch.rand(3, 28, 28), torch.rand(2, 4, 28, 28), torch.zeros(2, 3, 28, 28, dtype=torch.uint8),
+    torch.rand(2, 3, 28, 29), torch.rand(0, 3, 28, 28), torch.full((1, 3, 28, 28), float("nan")),
+])
+def test_vggt_bad_input(bad):
+    m = _vggt()
+    with pytest.raises((ValueError, TypeError)):
+        m(bad)
+
+
+def test_autocast_dtype_cpu_is_none():
+    assert autocast_dtype(torch.device("cpu")) is None

@@ -140,6 +140,7 @@ class VGGT(nn.Module):
             from .heads.track_head import TrackHead
             self.track_head = TrackHead(dim_in=dim_in, patch_size=cfg.patch_size,
                                         features=cfg.track_features,
+                                        out_channels=list(cfg.dpt_out_channels),
                                         intermediate_layer_idx=list(cfg.dpt_layers))
         else:
             self.track_head = None
