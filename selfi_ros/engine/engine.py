@@ -419,6 +419,7 @@ class Engine:
         c = self.config
         st = self._status
         wid = self._next_window_id
+        self._next_window_id += 1  # one id per attempt (a failed attempt's id is not reused)
         t0 = time.perf_counter()
         try:
             win = self.backend.reconstruct_window(wid, [k.frame for k in anchors])
@@ -430,7 +431,6 @@ class Engine:
             log.warning("window %d failed: %s", wid, e)
             st.last_window_ms = 1e3 * (time.perf_counter() - t0)
             return False
-        self._next_window_id += 1
         T_win_cam = invert_transform(np.asarray(win.extrinsics, dtype=np.float64))
         P, conf = window_point_maps(win)
         if first:
@@ -487,6 +487,7 @@ class Engine:
 
     @staticmethod
     def _check_window(win: WindowReconstruction, n: int) -> None:
+        """Shape checks of a backend's window (raises ValueError naming the expected shapes)."""
         if not isinstance(win, WindowReconstruction):
             raise ValueError(f"backend returned {type(win).__name__}, expected WindowReconstruction")
         E = np.asarray(win.extrinsics)
@@ -496,6 +497,14 @@ class Engine:
             raise ValueError("window extrinsics are not finite")
         if np.asarray(win.intrinsics).shape != (n, 3, 3):
             raise ValueError(f"window intrinsics must be ({n}, 3, 3), got {np.asarray(win.intrinsics).shape}")
+        H, W = (int(x) for x in win.image_size_hw)
+        for name, tail in (("points", (3,)), ("depth", ()), ("points_conf", ()), ("depth_conf", ()),
+                           ("colors", (3,))):
+            a = getattr(win, name)
+            if a is not None and np.asarray(a).shape != (n, H, W) + tail:
+                raise ValueError(f"window {name} must be {(n, H, W) + tail}, got {np.asarray(a).shape}")
+        if win.sparse_points is not None and np.asarray(win.sparse_points).reshape(-1).size % 3:
+            raise ValueError(f"window sparse_points must be (N, 3), got {np.asarray(win.sparse_points).shape}")
 
     def _anchor_record(self, kf: Keyframe, P_i, conf_i, S: Sim3) -> _AnchorRecord:
         if P_i is None:
