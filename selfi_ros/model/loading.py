@@ -243,7 +243,7 @@ def load_model(checkpoint: Union[None, str, Path] = None, *, config: Optional[VG
         if not random_weights:
             raise WeightsNotFoundError(INSTRUCTIONS.format(detail=" (no checkpoint given)"))
         log.warning("RANDOM WEIGHTS - plumbing only: building an untrained VGGT (%s); every output is "
-                    "meaningless", "tiny" if config and config.embed_dim < 1024 else "full")
+                    "meaningless", "reduced size" if config and config.embed_dim < 1024 else "full size")
         torch.manual_seed(seed)
         model = build_model(config, device=device)
         model.random_weights = True
