@@ -229,3 +229,25 @@ def image_pair(stamp_ns: int, w: int = 64, h: int = 48, frame_id: str = "cam_opt
 FAST_ENGINE_PARAMS = dict(keyframe_max_interval_s=0.05, keyframe_min_interval_s=0.0, window_size=3,
                           window_overlap=1, window_max_keyframes=4, status_period_s=0.2,
                           map_publish_period_s=0.5, tf_static_timeout_s=0.5)
+
+
+class SlowLineBackend(LineBackend):
+    """LineBackend that takes 40 ms per localization and 80 ms per window (to overload the node)."""
+
+    def reconstruct_window(self, window_id, anchors):
+        time.sleep(0.08)
+        return super().reconstruct_window(window_id, anchors)
+
+    def localize(self, frames):
+        time.sleep(0.04 * len(frames))
+        return super().localize(frames)
+
+
+def diag_values(arr) -> dict:
+    """``/diagnostics`` DiagnosticArray of the node -> {key: value} of its first status, plus
+    ``_level`` and ``_message``."""
+    st = arr.status[0]
+    out = {kv.key: kv.value for kv in st.values}
+    out["_level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
+    out["_message"] = st.message
+    return out

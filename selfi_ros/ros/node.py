@@ -144,7 +144,7 @@ class SelfiNode:
         self.backend_name = str(getattr(engine.backend, "name", cfg.backend))
         self.random_weights = bool(getattr(engine.backend, "random_weights", False))
         if self.random_weights:
-            self.log.warn(RANDOM_WEIGHTS_BANNER)
+            self.log.warning(RANDOM_WEIGHTS_BANNER)
 
         # --- state shared between callbacks (executor) and the worker thread
         self._lock = threading.Lock()
@@ -173,6 +173,7 @@ class SelfiNode:
         self._latency_ms = float("nan")
         self._last_stamp_out = 0
         self._stop = threading.Event()
+        self._last_warn: dict[str, float] = {}
 
         self._make_interfaces(MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="selfi_engine", daemon=True)
@@ -261,8 +262,15 @@ class SelfiNode:
                 self.frames_dropped += 1
             else:
                 self.frames_rejected += 1
-        self.log.warn(f"frame {'dropped' if dropped else 'rejected'} ({reason}): {detail} "
-                      f"[{self.counts[reason]} so far]", throttle_duration_sec=self.cfg.log_throttle_s)
+        self.warn_throttled(reason, f"frame {'dropped' if dropped else 'rejected'} ({reason}): {detail} "
+                            f"[{self.counts[reason]} so far]")
+
+    def warn_throttled(self, key: str, text: str) -> None:
+        """Log a warning at most once per ``log_throttle_s`` per ``key`` (rclpy throttles per call site)."""
+        now = time.monotonic()
+        if now - self._last_warn.get(key, -1e18) >= self.cfg.log_throttle_s:
+            self._last_warn[key] = now
+            self.log.warning(text)
 
     # ----------------------------------------------------------------------------------- inputs
     def _on_image(self, msg) -> None:
@@ -296,7 +304,7 @@ class SelfiNode:
             info = _Info(stamp, cv.camera_info_to_model(msg), "")
         except cv.ConversionError as e:
             info = _Info(stamp, None, str(e))
-            self.log.warn(f"bad CameraInfo: {e}", throttle_duration_sec=self.cfg.log_throttle_s)
+            self.warn_throttled("bad_camera_info_msg", f"bad CameraInfo: {e}")
         self._infos.append(info)
         still = collections.deque()
         for p in self._pending:
@@ -338,8 +346,8 @@ class SelfiNode:
         if info is None:
             with self._lock:
                 self.counts["no_camera_info"] += 1
-            self.log.warn(f"no CameraInfo on {self.cfg.camera_info_topic} after {self.cfg.camera_info_timeout_s} s: "
-                          "running with unknown intrinsics", throttle_duration_sec=self.cfg.log_throttle_s)
+            self.warn_throttled("no_camera_info", f"no CameraInfo on {self.cfg.camera_info_topic} after "
+                                f"{self.cfg.camera_info_timeout_s} s: running with unknown intrinsics")
         elif info.model is None:
             self._count("bad_camera_info", info.error, dropped=False)
             return
@@ -507,8 +515,8 @@ class SelfiNode:
         if mode == "map_to_camera":
             return [cv.transform_stamped(T_map_cam, cfg.map_frame, cam, pose.stamp_ns)]
         if T_base_cam is None:
-            self.log.warn(f"publish_tf={mode} but no {cfg.base_frame} -> {cam} on /tf_static yet: no TF",
-                          throttle_duration_sec=cfg.log_throttle_s)
+            self.warn_throttled("tf_no_static", f"publish_tf={mode} but no {cfg.base_frame} -> {cam} on /tf_static "
+                                "yet: no TF")
             return []
         T_map_base = T_map_cam @ invert_transform(T_base_cam)
         if mode == "map_to_base_link":
