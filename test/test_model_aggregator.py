@@ -258,3 +258,22 @@ def test_vggt_bad_input(bad):
 
 def test_autocast_dtype_cpu_is_none():
     assert autocast_dtype(torch.device("cpu")) is None
+
+
+def test_intrinsics_original_undo_preprocessing():
+    import numpy as np
+
+    from selfi_ros.model.preprocessing import preprocess_images
+
+    m = _vggt()
+    imgs = [np.random.default_rng(i).integers(0, 255, (60, 90, 3), dtype=np.uint8) for i in range(2)]
+    x, metas = preprocess_images(imgs, target=42)
+    with torch.no_grad():
+        out = m(x)
+    Ko = out.intrinsics_original(metas)
+    Kn = out.intrinsics()[0].double().numpy()
+    sx, sy = metas[0].scale_xy
+    np.testing.assert_allclose(Ko[:, 0, 0], Kn[:, 0, 0] / sx, rtol=1e-9)
+    np.testing.assert_allclose(Ko[:, 1, 2], (Kn[:, 1, 2] + 0.5) / sy - 0.5, rtol=1e-9)
+    with pytest.raises(ValueError):
+        out.intrinsics_original(metas[:1])

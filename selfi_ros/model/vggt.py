@@ -104,6 +104,17 @@ class VGGTOutput:
         hw = image_size_hw or self.image_size_hw
         return pose_encoding_to_cameras(self.pose_enc.float(), hw)[1]
 
+    def intrinsics_original(self, metas, batch_index: int = 0):
+        """(S, 3, 3) float64 numpy K in pixels of each ORIGINAL image, given the per-image
+        :class:`~selfi_ros.model.preprocessing.ImageMeta` list from ``preprocess_images`` (undoes the
+        resize and the crop / pad offsets, pixel-centre convention)."""
+        import numpy as np
+
+        K = self.intrinsics()[batch_index].double().cpu().numpy()
+        if len(metas) != K.shape[0]:
+            raise ValueError(f"{len(metas)} image metas for {K.shape[0]} frames")
+        return np.stack([m.K_net_to_orig(k) for m, k in zip(metas, K)])
+
 
 class VGGT(nn.Module):
     """VGGT / SAIL-Recon network.

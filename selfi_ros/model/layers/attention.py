@@ -78,8 +78,13 @@ class Attention(nn.Module):
             k_pre, v_pre = kv_prefix
             k = torch.cat([k_pre.to(device=k.device, dtype=k.dtype), k], dim=2)
             v = torch.cat([v_pre.to(device=v.device, dtype=v.dtype), v], dim=2)
-        if q.dtype != v.dtype:  # e.g. fp32 q/k from LayerNorm with low-precision v under autocast
-            common = torch.promote_types(q.dtype, v.dtype) if not torch.is_autocast_enabled() else v.dtype
+        if q.dtype != v.dtype or k.dtype != v.dtype:
+            # Under autocast q/k come out of the fp32 LayerNorms while v is low precision; SDPA is then
+            # run in the autocast dtype (as autocast itself does on CUDA). Without autocast: promote.
+            if torch.is_autocast_enabled(q.device.type):
+                common = torch.get_autocast_dtype(q.device.type)
+            else:
+                common = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
             q, k, v = q.to(common), k.to(common), v.to(common)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(B, N, C)
