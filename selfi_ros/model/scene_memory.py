@@ -217,6 +217,10 @@ def query_aggregate(model, memory: SceneMemory, images: torch.Tensor, keep_layer
         images: [n, 3, H, W] RGB in [0, 1].
     Returns:
         (list of per-layer (n, 1, P, 2C) outputs, None where not kept; patch_start_idx).
+
+    Memory: per layer the anchor K/V (M tokens) are concatenated to each of the n queries' own K/V, a
+    transient n x M x 2C buffer (e.g. 8 queries x 100 anchors x 305 tokens x 2048 x 2 B = 1 GB in bf16);
+    lower ``batch_size`` in :func:`query_pass` to bound it.
     """
     agg = model.aggregator
     validate_images(images, model.cfg.patch_size, ndim=(4,))
