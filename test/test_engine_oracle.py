@@ -150,3 +150,25 @@ def test_malformed_window_is_a_counted_failure_not_a_crash(seq):
     assert "colors must be" in st.last_error
     assert st.window_failures == 1 and st.windows >= 1 and st.frames_rejected == 0
     assert sum(o.window is not None for o in outs) == st.windows
+
+
+def test_low_anchor_coverage_starts_new_windows(seq):
+    frames, scene = seq
+    counts = {}
+    for cov in (0.0, 0.5):
+        eng = Engine(OracleBackend(scene, downsample=2),
+                     EngineConfig(**{**CFG, "window_max_keyframes": 100, "window_min_anchor_coverage": cov}))
+        for f in frames:
+            eng.process_frame(f)
+        counts[cov] = eng.status().windows
+    assert counts[0.0] == 1  # the camera turns 270 deg: only coverage can ask for new windows
+    assert counts[0.5] >= 4
+
+
+def test_hold_list_is_bounded_and_drops_are_counted(seq):
+    frames, scene = seq
+    eng = Engine(OracleBackend(scene, downsample=2), EngineConfig(**{**CFG, "max_held_frames": 3}))
+    outs = [eng.process_frame(f) for f in frames[:13]]
+    st = eng.status()
+    assert st.held_dropped == 8 - 3  # 8 non-keyframes before the first window, 3 kept
+    assert sorted(p.frame_index for p in outs[12].poses) == [0, 3, 6, 8, 9, 10, 11, 12]  # held: 8, 10, 11
