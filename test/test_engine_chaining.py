@@ -120,3 +120,20 @@ def test_engine_chaining_with_noise_meets_the_bound_and_naive_chaining_fails():
         E.chain_window = real_chain
     err2, _ = ate(eng2.trajectory(), scene)
     assert err2 > 5 * err
+
+
+def test_chain_survives_a_wrong_shared_pose_in_the_new_window():
+    rng = np.random.default_rng(7)
+    S = Sim3(0.8, Rotation.random(random_state=8).as_matrix(), [1, 0, 0])
+    Tw = [pose(rng) for _ in range(3)]
+    shared = [SharedFrame(S.transform_pose(T), T.copy(), 1.0) for T in Tw]
+    # the new window got one shared anchor badly wrong (a backend failure on that image)
+    shared[1].T_win_cam[:3, :3] = Rotation.from_rotvec([0, 2.0, 0]).as_matrix() @ shared[1].T_win_cam[:3, :3]
+    shared[1].T_win_cam[:3, 3] += [3, -2, 1]
+    wp = rng.uniform(-1, 1, (400, 3)) + [0, 0, 3]
+    mp = S.apply(wp) + rng.normal(0, 0.002, (400, 3))
+    pose_only = chain_window(shared)
+    assert abs(pose_only.T_map_window.s - 0.8) > 0.05  # poses alone are fooled ...
+    res = chain_window(shared, mp, wp)  # ... points + RANSAC start + Huber are not
+    assert res.T_map_window.s == pytest.approx(0.8, rel=2e-3)
+    np.testing.assert_allclose(res.T_map_window.apply(wp), S.apply(wp), atol=0.01)

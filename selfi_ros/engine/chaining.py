@@ -9,8 +9,9 @@ Method:
 1. Pose start: rotation = chordal L2 mean of ``R_map_cam_i R_win_cam_i^T`` (weighted, projected to
    SO(3) by SVD); scale and translation by weighted least squares on camera centres given that rotation
    (needs >= 2 distinct centres).
-2. With >= ``min_points`` point pairs: robust Sim(3) (Umeyama, Huber IRLS; RANSAC start when there was
-   no pose start) on points + camera centres, weights = confidence.
+2. With >= ``min_points`` point pairs: a RANSAC Sim(3) on the points alone competes with the pose start
+   (more weighted inliers wins, so one wrong shared pose cannot spoil the start); from the winner, robust
+   Sim(3) (weighted Umeyama, Huber IRLS) on points + camera centres, weights = confidence.
 The residual reported is the weighted RMS distance (map units) of the shared camera centres after the fit
 (and separately that of the points).
 """
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..geometry.sim3 import Sim3, robust_sim3, umeyama
+from ..geometry.sim3 import Sim3, ransac_sim3, robust_sim3, umeyama
 
 
 class ChainingError(RuntimeError):
@@ -103,6 +104,23 @@ def fit_from_poses(shared: Sequence[SharedFrame]) -> Sim3:
     return Sim3(s, R, mu_m - s * R @ mu_w)
 
 
+def _best_start(pose_start: Optional[Sim3], mp: np.ndarray, wp: np.ndarray, pw: np.ndarray,
+                rng: np.random.Generator, iterations: int = 100) -> Sim3:
+    """The better of the pose start and a RANSAC start on the points alone (more weighted inliers within
+    5 % of the map points' RMS extent); the pose start is kept on ties."""
+    extent = float(np.sqrt(((mp - mp.mean(0)) ** 2).sum(1).mean())) + 1e-12
+    thr = 0.05 * extent
+    cands = [pose_start] if pose_start is not None else []
+    try:
+        cands.append(ransac_sim3(wp, mp, thr, iterations, pw, rng)[0])
+    except ValueError:
+        pass
+    if not cands:
+        return umeyama(wp, mp, pw)
+    scores = [float(pw[np.linalg.norm(S.apply(wp) - mp, axis=1) < thr].sum()) for S in cands]
+    return cands[int(np.argmax(scores))]
+
+
 def chain_window(shared: Sequence[SharedFrame], map_points: Optional[np.ndarray] = None,
                  win_points: Optional[np.ndarray] = None, point_weights: Optional[np.ndarray] = None,
                  min_points: int = 30, centre_weight: float = 10.0,
@@ -146,7 +164,8 @@ def chain_window(shared: Sequence[SharedFrame], map_points: Optional[np.ndarray]
         wts = np.concatenate([pw, cwt])
         if len(mp) >= min_points:
             try:
-                fit = robust_sim3(src, dst, wts, initial=start, ransac_iterations=0 if start else 200, rng=rng)
+                init = _best_start(start, mp, wp, pw, rng)
+                fit = robust_sim3(src, dst, wts, initial=init, ransac_iterations=0, rng=rng)
                 start = fit.sim3
                 method = "points+poses"
                 pi = fit.inliers[: len(mp)]

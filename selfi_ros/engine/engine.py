@@ -91,6 +91,7 @@ class EngineConfig:
     odometry_buffer_size: int = 10_000  # odometry samples kept (samples)
     odometry_max_gap_s: float = 0.5  # no odometry interpolation across longer gaps (s)
     random_seed: int = 0  # seed for subsampling and RANSAC (integer)
+    localize_batch_size: int = 16  # held frames per backend.localize call after the first window (frames)
 
 
 @dataclass
@@ -303,8 +304,9 @@ class Engine:
                 if self._new_window(anchors, out, first=True):
                     held = list(self._held)
                     self._held.clear()
-                    if held:
-                        out.poses.extend(self._localize(held))
+                    b = max(1, c.localize_batch_size)
+                    for i in range(0, len(held), b):
+                        out.poses.extend(self._localize(held[i:i + b]))
                 else:
                     self._cutoff_ns = anchors[0].stamp_ns  # retry without the oldest keyframe
             out.poses.sort(key=lambda p: p.stamp_ns)
