@@ -65,6 +65,8 @@ def test_poses_per_frame_with_own_stamps_and_held_frames(seq):
     got = outs[first].poses
     assert [p.stamp_ns for p in got] == [f.stamp_ns for f in frames[:first + 1]]
     assert [p.kind for p in got if p.frame_index % 3 == 0] == [PoseKind.ANCHOR] * 5
+    for p in got:  # K in input-image pixels (anchors: the window's intrinsics_image; queries: the frame's)
+        np.testing.assert_allclose(p.K, scene.K, atol=1e-9)
     assert all(p.kind == PoseKind.QUERY for p in got if p.frame_index % 3)
     # afterwards: exactly one pose per frame, stamped with that frame's stamp, returned in the same call
     for f, o in zip(frames[first + 1:], outs[first + 1:]):

@@ -465,7 +465,10 @@ class Engine:
             kf.confidence = 1.0
             kf.window_id = wid
             fr = kf.frame
-            K = scale_intrinsics(win.intrinsics[i], fr.width / W, fr.height / H)
+            if win.intrinsics_image is not None and np.shape(win.intrinsics_image) == (len(anchors), 3, 3):
+                K = np.asarray(win.intrinsics_image[i], np.float64)
+            else:
+                K = scale_intrinsics(win.intrinsics[i], fr.width / W, fr.height / H)
             pose = self._store_pose(fr, T, K, 1.0, PoseKind.ANCHOR)
             if first:
                 out.poses.append(pose)

@@ -121,6 +121,9 @@ class WindowReconstruction:
         chain_residual: RMS residual of the chaining fit (map units), NaN for the first window.
         backend: producing backend name.
         random_weights: True when produced by a randomly initialised model (plumbing only!).
+        intrinsics_image: optional (S, 3, 3) intrinsics in pixels of each anchor's *input* image (for
+            backends whose grid is cropped/padded, so a plain resize of ``intrinsics`` would be wrong);
+            the engine falls back to rescaling ``intrinsics`` by the size ratio when None.
     """
 
     window_id: int
@@ -140,6 +143,7 @@ class WindowReconstruction:
     chain_residual: float = float("nan")
     backend: str = ""
     random_weights: bool = False
+    intrinsics_image: Optional[np.ndarray] = None
 
     @property
     def num_frames(self) -> int:

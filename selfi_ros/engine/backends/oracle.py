@@ -151,7 +151,8 @@ class OracleBackend:
             window_id=window_id, stamps_ns=np.array([f.stamp_ns for f in anchors], np.int64),
             frame_indices=np.array([f.index for f in anchors], np.int64), extrinsics=np.stack(ext),
             intrinsics=np.stack(Ks), image_size_hw=tuple(depth.shape[1:3]), depth=depth, depth_conf=conf,
-            points=np.stack(pts), points_conf=conf, colors=np.stack(cols).astype(np.uint8), backend=self.name)
+            points=np.stack(pts), points_conf=conf, colors=np.stack(cols).astype(np.uint8), backend=self.name,
+            intrinsics_image=np.stack([self.scene.intrinsics(g[0]) for g in gts]))
 
     def localize(self, frames: Sequence[Frame]) -> list[LocalizationResult]:
         """Noisy true pose of each frame in the current window frame (window scale applied).
