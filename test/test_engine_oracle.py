@@ -174,3 +174,19 @@ def test_hold_list_is_bounded_and_drops_are_counted(seq):
     st = eng.status()
     assert st.held_dropped == 8 - 3  # 8 non-keyframes before the first window, 3 kept
     assert sorted(p.frame_index for p in outs[12].poses) == [0, 3, 6, 8, 9, 10, 11, 12]  # held: 8, 10, 11
+
+
+class Crashing(OracleBackend):
+    def reconstruct_window(self, window_id, anchors):
+        if window_id == 1:
+            raise MemoryError("simulated out of memory")
+        return super().reconstruct_window(window_id, anchors)
+
+
+def test_unexpected_backend_exception_is_counted(seq):
+    frames, scene = seq
+    eng = Engine(Crashing(scene, downsample=2), EngineConfig(**CFG))
+    outs = [eng.process_frame(f) for f in frames]
+    st = eng.status()
+    assert st.window_failures == 1 and st.backend_errors == 1 and st.frames_rejected == 0
+    assert st.windows >= 3 and all(o.poses for o in outs[13:])

@@ -379,16 +379,26 @@ class Engine:
         p = self.odom.position_at(kf.stamp_ns)
         if p is None:
             return
+        was = self.metric
         self.scale.add(kf.stamp_ns, kf.T_map_cam[:3, 3], p)
         est = self.scale.update()
         self._status.scale_pairs = est.num_pairs
+        if self.metric != was:
+            if self.metric:
+                log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
+                         est.scale, est.std, est.num_pairs)
+            else:
+                log.warning("metric scale lost (%d pairs, std %.2g); outputs are up to scale again",
+                            est.num_pairs, est.std)
 
     def _localize(self, frames: list[Frame]) -> list[PoseEstimate]:
         """Localize frames against the current window; failures are counted. Returns poses (output units)."""
         t0 = time.perf_counter()
         try:
             results = self.backend.localize(frames)
-        except BackendError as e:
+        except Exception as e:  # noqa: BLE001 - BackendError or an unexpected backend crash (e.g. OOM)
+            if not isinstance(e, BackendError):
+                log.exception("backend.localize raised %s", type(e).__name__)
             self._status.backend_errors += 1
             self._status.localization_failures += len(frames)
             self._consecutive_failures += len(frames)
@@ -426,8 +436,10 @@ class Engine:
         try:
             win = self.backend.reconstruct_window(wid, [k.frame for k in anchors])
             self._check_window(win, len(anchors))
-        except (BackendError, ValueError) as e:
-            st.backend_errors += isinstance(e, BackendError)
+        except Exception as e:  # noqa: BLE001 - BackendError, bad shapes (ValueError) or a backend crash
+            if not isinstance(e, (BackendError, ValueError)):
+                log.exception("backend.reconstruct_window raised %s", type(e).__name__)
+            st.backend_errors += not isinstance(e, ValueError) or isinstance(e, BackendError)
             st.window_failures += 1
             st.last_error = f"reconstruct_window {wid}: {e}"
             log.warning("window %d failed: %s", wid, e)
