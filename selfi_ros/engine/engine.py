@@ -19,8 +19,9 @@ Pipeline (SAIL-Recon-style anchors + localization over a stream, windows chained
 4. When the window policy says so (N keyframes, low confidence, low anchor coverage), a new window is
    reconstructed from ``window_overlap`` previous anchors + new keyframes, chained into the map by a
    robust Sim(3) on the shared anchors' poses and pixel-aligned point maps, and becomes current.
-5. With odometry, the metric scale (metres per map unit) is estimated; once valid, outputs are metric.
-   The internal map stays in map units; outputs are multiplied by the scale when ``metric`` is set.
+5. With odometry, the metric scale (metres per map unit) is estimated; once valid, outputs are metric
+   (latched: they never fall back to map units; the latest valid estimate is used). The internal map
+   stays in map units; outputs are multiplied by the scale when ``metric`` is set.
 
 Memory is bounded: keyframes, held frames, trajectory and map have caps; of past windows only the
 current window's subsampled anchor point maps (for chaining) are kept.
@@ -231,6 +232,7 @@ class Engine:
             self._cutoff_ns = -(2 ** 62)  # keyframes after this stamp are window candidates
             self._last_stamp: Optional[int] = None
             self._consecutive_failures = 0
+            self._metric_scale = None  # latest valid ScaleEstimate
             self._status = EngineStatus(backend=getattr(self.backend, "name", ""),
                                         random_weights=bool(getattr(self.backend, "random_weights", False)),
                                         map_voxel_size=c.voxel_size)
@@ -241,11 +243,12 @@ class Engine:
 
     @property
     def metric(self) -> bool:
-        return bool(self.config.use_odometry_scale and self.scale.estimate.valid)
+        """True once a valid scale estimate existed (latched: outputs never fall back to map units)."""
+        return bool(self.config.use_odometry_scale and self._metric_scale is not None)
 
     @property
     def _out_scale(self) -> float:
-        return self.scale.estimate.scale if self.metric else 1.0
+        return self._metric_scale.scale if self.metric else 1.0
 
     # ------------------------------------------------------------------ inputs
     def add_odometry(self, sample: OdometrySample) -> None:
@@ -348,7 +351,7 @@ class Engine:
         """A pose as stored (map units), from an output pose (metres when metric)."""
         T = np.array(pose.T_map_cam, dtype=np.float64)
         if pose.metric:
-            T[:3, 3] /= self.scale.estimate.scale
+            T[:3, 3] /= self._out_scale
         return T
 
     def _output_pose(self, p: PoseEstimate) -> PoseEstimate:
@@ -383,13 +386,11 @@ class Engine:
         self.scale.add(kf.stamp_ns, kf.T_map_cam[:3, 3], p)
         est = self.scale.update()
         self._status.scale_pairs = est.num_pairs
-        if self.metric != was:
-            if self.metric:
-                log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
-                         est.scale, est.std, est.num_pairs)
-            else:
-                log.warning("metric scale lost (%d pairs, std %.2g); outputs are up to scale again",
-                            est.num_pairs, est.std)
+        if est.valid:  # the latest valid estimate is used; an invalid update keeps the previous one
+            self._metric_scale = est
+        if self.metric and not was:
+            log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
+                     est.scale, est.std, est.num_pairs)
 
     def _localize(self, frames: list[Frame]) -> list[PoseEstimate]:
         """Localize frames against the current window; failures are counted. Returns poses (output units)."""
@@ -598,7 +599,7 @@ class Engine:
         """A copy of the counters, with scale / memory figures refreshed."""
         with self._lock:
             st = self._status
-            est = self.scale.estimate
+            est = self._metric_scale
             st.scale = est.scale if self.metric else 1.0
             st.scale_std = est.std if self.metric else float("nan")
             st.metric = self.metric
