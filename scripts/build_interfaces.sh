@@ -107,7 +107,11 @@ else
     keep="$BUILD/__init__.py.keep"; cp "$SP/selfi_ros/__init__.py" "$keep"
   fi
   build_pkg "$ROOT" selfi_ros -DSELFI_INTERFACES_ONLY=ON
-  [ -n "$keep" ] && cp "$keep" "$SP/selfi_ros/__init__.py"
+  if [ -n "$keep" ]; then cp "$keep" "$SP/selfi_ros/__init__.py"; fi
+  # rosidl also writes a selfi_ros-*.egg-info without a file list: `pip install --force-reinstall .` would
+  # then uninstall the whole selfi_ros/ folder (generated msg/ included). pip's own dist-info lists only its
+  # files, so it can replace the Python package while msg/ stays.
+  rm -rf "$SP"/selfi_ros-*.egg-info
   pycheck "from selfi_ros.msg import SelfiStatus" || { echo "build_interfaces: selfi_ros.msg not importable" >&2; exit 1; }
   echo "$HASH" >"$STAMP"
 fi

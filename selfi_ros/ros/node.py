@@ -662,6 +662,9 @@ def main(args: Optional[list[str]] = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ValueError as e:  # invalid parameters: a clear message, no traceback
+        print(f"selfi_node: {e}", file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.destroy()
