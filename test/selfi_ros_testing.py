@@ -117,12 +117,9 @@ class NodeProcess:
     captured to a file (``self.log()``)."""
 
     def __init__(self, domain_id: int, params: dict, log_path: str, params_file: Optional[str] = None) -> None:
-        args = [sys.executable, "-m", "selfi_ros.ros.node", "--ros-args"]
-        if params_file:
-            args += ["--params-file", params_file]
-        for k, v in params.items():
-            val = ("true" if v else "false") if isinstance(v, bool) else str(v)
-            args += ["-p", f"{k}:={val}"]
+        from selfi_ros.ros.node import node_command
+
+        args = node_command(params, params_file)
         self.log_path = log_path
         self._fh = open(log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=REPO, env=ros_env(domain_id), stdout=self._fh,

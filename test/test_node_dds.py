@@ -127,3 +127,99 @@ def test_base_link_mode_from_tf_static(ros):
         s = stamp_to_ns(t.header.stamp)
         assert T_map_cam[:3, 3] == pytest.approx([LINE_SPEED * (s - first) * 1e-9, 0, 0], abs=1e-6)
         assert np.allclose(T_map_cam[:3, :3], np.eye(3), atol=1e-6)
+
+
+def _call(c, srv_type, name, node, timeout=20.0):
+    cli = c.node.create_client(srv_type, name)
+    assert c.wait_for(lambda: cli.service_is_ready(), 10, node), f"service {name} not available"
+    fut = cli.call_async(srv_type.Request())
+    assert c.wait_for(lambda: fut.done(), timeout, node), f"{name} did not answer"
+    return fut.result()
+
+
+def test_services_save_map_and_reset(ros, tmp_path):
+    from std_srvs.srv import Trigger
+
+    save_dir = tmp_path / "saved"
+    node, c = ros(save_dir=str(save_dir))
+    c.record(status_mod.SelfiStatus, "/selfi_node/status")
+    _publish_stream(c, node, 6)
+    assert c.wait_for(lambda: any(s.windows >= 1 and s.poses >= 5 for s in c.get("/selfi_node/status")), 10, node)
+    r = _call(c, Trigger, "/selfi_node/save_map", node)
+    assert r.success, r.message
+    for f in ("map.ply", "trajectory.tum", "metadata.json"):
+        assert (save_dir / f).is_file(), (f, r.message)
+    rows = [l.split() for l in (save_dir / "trajectory.tum").read_text().splitlines() if l and not l.startswith("#")]
+    assert len(rows) >= 5
+    first_t = float(rows[0][0])
+    for row in rows:  # TUM: t x y z qx qy qz qw; LineBackend truth along x
+        t, x = float(row[0]), float(row[1])
+        assert x == pytest.approx(LINE_SPEED * (t - first_t), abs=1e-4)
+    r = _call(c, Trigger, "/selfi_node/reset", node)
+    assert r.success, r.message
+    n = len(c.get("/selfi_node/status"))
+    assert c.wait_for(lambda: len(c.get("/selfi_node/status")) > n + 1, 5, node)
+    st = c.get("/selfi_node/status")[-1]
+    assert st.windows == 0 and st.map_points == 0 and st.poses == 0
+    assert node.alive()
+
+
+def test_compressed_transport(ros):
+    from sensor_msgs.msg import CompressedImage
+
+    from selfi_ros.ros.conversions import image_to_rgb8, rgb8_to_compressed
+
+    node, c = ros(image_transport="compressed")
+    c.record(tf2_msgs.TFMessage, "/tf")
+    pi = c.publisher(CompressedImage, "/camera/image_raw/compressed")
+    pc = c.publisher(CameraInfo, "/camera/camera_info")
+    assert c.wait_subscribers(pi, node=node) and c.wait_subscribers(pc, node=node), node.log()[-2000:]
+    c.wait_for(lambda: False, 0.5)
+    for k in range(6):
+        im, ci = image_pair(T0 + k * DT)
+        pc.publish(ci)
+        pi.publish(rgb8_to_compressed(image_to_rgb8(im), T0 + k * DT, "cam_optical", "png"))
+        c.wait_for(lambda: False, 0.08)
+    assert c.wait_for(lambda: sum(len(m.transforms) for m in c.get("/tf")) >= 5, 15, node), node.log()[-3000:]
+    stamps = {stamp_to_ns(t.header.stamp) for m in c.get("/tf") for t in m.transforms}
+    assert stamps <= {T0 + k * DT for k in range(6)}
+
+
+def test_map_to_odom_with_odometry(ros):
+    """REP-105: with odometry and a static base_link -> camera, the node publishes map -> odom, and
+    map -> odom -> base_link -> camera reproduces the camera pose; odometry here drifts, so map -> odom moves."""
+    from selfi_ros.ros.conversions import odometry, transform_to_matrix
+
+    node, c = ros(odom_topic="/odom", tf_static_timeout_s=3.0)
+    c.record(tf2_msgs.TFMessage, "/tf")
+    T_base_cam = np.array([[0, 0, 1, 0.2], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1.0]])
+    static = c.publisher(tf2_msgs.TFMessage, "/tf_static", c.latched)
+    static.publish(tf2_msgs.TFMessage(transforms=[transform_stamped(T_base_cam, "base_link", "cam_optical", 0)]))
+    po = c.publisher(Odometry, "/odom")
+
+    def T_odom_base(s):  # odometry: base moves along its -y (= camera +x) with a 10 % scale error
+        T = np.eye(4)
+        T[1, 3] = -1.1 * LINE_SPEED * (s - T0) * 1e-9
+        return T
+
+    pi = c.publisher(Image, "/camera/image_raw")
+    pc = c.publisher(CameraInfo, "/camera/camera_info")
+    assert c.wait_subscribers(pi, node=node) and c.wait_subscribers(po, node=node), node.log()[-2000:]
+    c.wait_for(lambda: False, 0.5)
+    for k in range(8):
+        s = T0 + k * DT
+        po.publish(odometry(T_odom_base(s), "odom", "base_link", s))
+        im, ci = image_pair(s)
+        pc.publish(ci)
+        pi.publish(im)
+        c.wait_for(lambda: False, 0.08)
+    assert c.wait_for(lambda: sum(len(m.transforms) for m in c.get("/tf")) >= 6, 15, node), node.log()[-3000:]
+    tfs = [t for m in c.get("/tf") for t in m.transforms]
+    assert all(t.header.frame_id == "map" and t.child_frame_id == "odom" for t in tfs), tfs[0]
+    first = None
+    for t in sorted(tfs, key=lambda t: stamp_to_ns(t.header.stamp)):
+        s = stamp_to_ns(t.header.stamp)
+        T_map_cam = transform_to_matrix(t) @ T_odom_base(s) @ T_base_cam
+        first = T_map_cam[0, 3] if first is None else first
+        assert T_map_cam[0, 3] - first == pytest.approx(LINE_SPEED * (s - min(stamp_to_ns(u.header.stamp) for u in tfs)) * 1e-9, abs=0.02)
+        assert np.allclose(T_map_cam[:3, :3], np.eye(3), atol=1e-3)

@@ -639,6 +639,41 @@ class SelfiNode:
         self.node.destroy_node()
 
 
+def node_command(params: Optional[dict] = None, params_file: Optional[str] = None,
+                 python: Optional[str] = None, node_name: Optional[str] = None) -> list[str]:
+    """argv that starts ``selfi_node`` in a subprocess (for the demo, tests, scripts)::
+
+        subprocess.Popen(node_command({"backend": "colmap", "use_sim_time": True}, "config/selfi.yaml"),
+                         env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "42"})
+
+    Args:
+        params: ``name -> value`` overrides (bool, int, float, str), passed as ``-p name:=value``.
+        params_file: a YAML like config/selfi.yaml (loaded first; ``params`` override it).
+        python: interpreter (default: this one). node_name: rename the node (``-r __node:=...``).
+    """
+    argv = [python or sys.executable, "-m", "selfi_ros.ros.node", "--ros-args"]
+    if node_name:
+        argv += ["-r", f"__node:={node_name}"]
+    if params_file:
+        argv += ["--params-file", str(params_file)]
+    for k, v in (params or {}).items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, str) and (v == "" or v.strip() != v or v.lower() in ("true", "false", "null")
+                                     or _looks_numeric(v)):
+            v = f"'{v}'"  # keep strings strings (YAML parsing of -p values)
+        argv += ["-p", f"{k}:={v}"]
+    return argv
+
+
+def _looks_numeric(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:
