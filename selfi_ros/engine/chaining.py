@@ -105,9 +105,12 @@ def fit_from_poses(shared: Sequence[SharedFrame]) -> Sim3:
 
 
 def _best_start(pose_start: Optional[Sim3], mp: np.ndarray, wp: np.ndarray, pw: np.ndarray,
-                rng: np.random.Generator, iterations: int = 100) -> Sim3:
+                rng: np.random.Generator, iterations: int = 64, max_points: int = 400) -> Sim3:
     """The better of the pose start and a RANSAC start on the points alone (more weighted inliers within
     5 % of the map points' RMS extent); the pose start is kept on ties."""
+    if len(mp) > max_points:  # RANSAC and scoring on a random subset (cost independent of N)
+        sub = rng.choice(len(mp), max_points, replace=False)
+        mp, wp, pw = mp[sub], wp[sub], pw[sub]
     extent = float(np.sqrt(((mp - mp.mean(0)) ** 2).sum(1).mean())) + 1e-12
     thr = 0.05 * extent
     cands = [pose_start] if pose_start is not None else []
