@@ -87,7 +87,10 @@ def evaluate(est_path: str, gt_path: str, max_diff: float = 0.02, plot_path: Opt
     n_est, n_ref = est.num_poses, ref.num_poses
     if n_est < 3:
         raise ValueError(f"{est_path}: {n_est} poses, need >= 3 for a Sim(3) alignment")
-    ref_m, est_m = sync.associate_trajectories(ref, est, max_diff=max_diff)
+    try:
+        ref_m, est_m = sync.associate_trajectories(ref, est, max_diff=max_diff)
+    except sync.SyncException as e:
+        raise ValueError(f"no poses of {est_path} match {gt_path} within {max_diff} s: {e}") from e
     if est_m.num_poses < 3:
         raise ValueError(f"only {est_m.num_poses} poses of {est_path} match {gt_path} within {max_diff} s")
     est_a = copy.deepcopy(est_m)

@@ -1,0 +1,128 @@
+"""selfi_ros.evaluation: ATE after Sim(3) alignment and RPE (evo) against independent numpy computations."""
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from selfi_ros.engine.io import write_tum
+from selfi_ros.engine.types import PoseEstimate
+from selfi_ros.evaluation import evaluate
+
+
+def _helix(n=40):
+    t = np.linspace(0, 2 * np.pi, n)
+    P = np.stack([3 * np.cos(t), 3 * np.sin(t), 0.5 * t], 1)
+    Rs = Rotation.from_euler("zyx", np.stack([t, 0.1 * np.sin(t), 0.2 * np.cos(t)], 1)).as_matrix()
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3] = Rs
+    T[:, :3, 3] = P
+    stamps = (1_700_000_000 * 10**9 + np.arange(n) * 100_000_000).astype(np.int64)
+    return stamps, T
+
+
+def _write(path, stamps, T):
+    write_tum(str(path), [PoseEstimate(int(s), Ti) for s, Ti in zip(stamps, T)])
+    return str(path)
+
+
+def _sim3(T, s, R, t):
+    out = T.copy()
+    out[:, :3, :3] = R @ T[:, :3, :3]
+    out[:, :3, 3] = s * T[:, :3, 3] @ R.T + t
+    return out
+
+
+def _umeyama_rmse(est, ref):
+    """Independent Umeyama (1991) Sim(3) alignment est -> ref; returns (rmse, scale)."""
+    mu_e, mu_r = est.mean(0), ref.mean(0)
+    E, Rr = est - mu_e, ref - mu_r
+    cov = Rr.T @ E / len(est)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    var_e = (E ** 2).sum() / len(est)
+    s = np.trace(np.diag(D) @ S) / var_e
+    aligned = s * est @ R.T + (mu_r - s * R @ mu_e)
+    return float(np.sqrt(((aligned - ref) ** 2).sum(1).mean())), float(s)
+
+
+def test_exact_sim3_copy_has_zero_error_and_inverse_scale(tmp_path):
+    stamps, T = _helix()
+    R = Rotation.from_rotvec([0.3, -1.0, 0.4]).as_matrix()
+    est = _sim3(T, 0.25, R, np.array([5.0, -2.0, 1.0]))
+    res = evaluate(_write(tmp_path / "est.tum", stamps, est), _write(tmp_path / "gt.tum", stamps, T))
+    assert res.matched == len(stamps)
+    assert res.ate_rmse < 1e-6
+    assert res.rpe_trans_rmse < 1e-6 and res.rpe_rot_rmse_deg < 1e-4
+    assert res.scale == pytest.approx(4.0, rel=1e-6)
+
+
+def test_ate_matches_independent_umeyama_on_noisy_estimate(tmp_path):
+    stamps, T = _helix()
+    rng = np.random.default_rng(3)
+    noisy = T.copy()
+    noisy[:, :3, 3] += rng.normal(0, 0.2, (len(T), 3))
+    R = Rotation.from_rotvec([0.0, 0.5, 0.1]).as_matrix()
+    est = _sim3(noisy, 2.0, R, np.array([1.0, 2.0, 3.0]))
+    res = evaluate(_write(tmp_path / "est.tum", stamps, est), _write(tmp_path / "gt.tum", stamps, T))
+    rmse, s = _umeyama_rmse(est[:, :3, 3], T[:, :3, 3])
+    assert res.ate_rmse == pytest.approx(rmse, rel=1e-6)
+    assert res.scale == pytest.approx(s, rel=1e-6)
+    assert 0.1 < res.ate_rmse < 0.4  # the noise (0.2 per axis) is visible, not aligned away
+
+
+def test_rpe_of_a_single_jump(tmp_path):
+    """Translating the second half of the estimate by d makes exactly one relative step wrong by |d|;
+    with many frames the Sim(3) alignment stays near identity, so RPE RMSE ~ |d| / sqrt(n - 1)."""
+    stamps, T = _helix(100)
+    est = T.copy()
+    d = np.array([0.0, 0.0, 0.05])
+    est[50:, :3, 3] += d
+    res = evaluate(_write(tmp_path / "est.tum", stamps, est), _write(tmp_path / "gt.tum", stamps, T))
+    expected = np.linalg.norm(d) / np.sqrt(len(stamps) - 1)
+    assert res.rpe_trans_rmse == pytest.approx(expected, rel=0.1)
+
+
+def test_association_by_stamp_and_subset(tmp_path):
+    stamps, T = _helix()
+    keep = np.arange(0, len(stamps), 3)
+    est_stamps = stamps[keep] + 3_000_000  # 3 ms late: still associated with max_diff 0.02 s
+    res = evaluate(_write(tmp_path / "est.tum", est_stamps, T[keep]), _write(tmp_path / "gt.tum", stamps, T))
+    assert res.matched == len(keep) and res.gt_poses == len(stamps)
+    assert res.ate_rmse < 1e-6
+    with pytest.raises(ValueError, match="match"):
+        evaluate(_write(tmp_path / "far.tum", stamps + 100 * 10**9, T), str(tmp_path / "gt.tum"), max_diff=0.01)
+
+
+def test_errors(tmp_path):
+    stamps, T = _helix()
+    gt = _write(tmp_path / "gt.tum", stamps, T)
+    with pytest.raises(FileNotFoundError):
+        evaluate(str(tmp_path / "missing.tum"), gt)
+    with pytest.raises(ValueError, match=">= 3"):
+        evaluate(_write(tmp_path / "two.tum", stamps[:2], T[:2]), gt)
+
+
+def test_plot_and_cli_json(tmp_path, capsys):
+    from selfi_ros.cli import main
+    from selfi_ros.engine.io import write_ply
+
+    stamps, T = _helix()
+    est = _sim3(T, 0.5, np.eye(3), np.zeros(3))
+    e = _write(tmp_path / "est.tum", stamps, est)
+    g = _write(tmp_path / "gt.tum", stamps, T)
+    pts = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    write_ply(str(tmp_path / "map.ply"), pts, np.full((500, 3), 200, np.uint8))
+    rc = main(["eval", e, g, "--plot", str(tmp_path / "p.png"), "--map", str(tmp_path / "map.ply"),
+               "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    with open(tmp_path / "p.png", "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(tmp_path / "p.png") > 10_000
+    m = json.load(open(tmp_path / "m.json"))
+    assert m["ate_rmse"] < 1e-6 and m["scale"] == pytest.approx(2.0, rel=1e-6)
+    assert "ATE RMSE" in capsys.readouterr().out
