@@ -471,6 +471,8 @@ class SelfiNode:
         if out.rejected:
             with self._lock:
                 self.counts["engine_rejected"] += 1
+            self.warn_throttled("engine_rejected", f"engine rejected a frame: {out.rejected} "
+                                f"[{self.counts['engine_rejected']} so far]")
         poses = sorted(out.poses, key=lambda p: p.stamp_ns)
         if poses:
             mode = self._resolve_tf_mode() if cfg.publish_tf != "none" else "none"
@@ -596,7 +598,9 @@ class SelfiNode:
         st = DiagnosticStatus(level=level, name=f"{self.node.get_name()}: reconstruction",
                               hardware_id=self.backend_name,
                               message="; ".join(problems) if problems else f"{v['state']}")
-        vals = {**v, **{f"count_{k}": n for k, n in sorted(self.counts.items())}}
+        with self._lock:
+            counts = sorted(self.counts.items())
+        vals = {**v, **{f"count_{k}": n for k, n in counts}}
         last_err = getattr(self._engine_status, "last_error", "")
         if last_err:
             vals["engine_last_error"] = last_err
