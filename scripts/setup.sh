@@ -20,8 +20,9 @@ fi
 REQ_HASH=$(cat requirements.txt requirements-build.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.selfi_requirements" 2>/dev/null)" != "$REQ_HASH" ]; then
   echo "[setup] installing Python dependencies (first run: a few minutes)"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r requirements.txt -r requirements-build.txt
+  # (this machine's pip config names local index folders that may not exist: hide those warnings only)
+  "$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
+  "$VENV/bin/pip" install -q -r requirements.txt -r requirements-build.txt 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$REQ_HASH" > "$VENV/.selfi_requirements"
 fi
 
@@ -31,7 +32,7 @@ VENV="$VENV" bash scripts/build_interfaces.sh
 SRC_HASH=$(find selfi_ros launch config resource msg setup.py setup.cfg package.xml -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.selfi_installed" 2>/dev/null)" != "$SRC_HASH" ]; then
   echo "[setup] installing selfi_ros into $VENV"
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . 
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$SRC_HASH" > "$VENV/.selfi_installed"
 fi
 echo "[setup] done: $VENV"
