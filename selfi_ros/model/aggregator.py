@@ -131,10 +131,15 @@ class Aggregator(nn.Module):
         B, S, P, C = tokens.shape
         return self.frame_blocks[i](tokens.reshape(B * S, P, C), pos=pos).reshape(B, S, P, C)
 
-    def global_attention(self, i: int, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """global_blocks[i] on (B, S, P, C) tokens, attention over all S*P tokens of each scene."""
+    def global_attention(self, i: int, tokens: torch.Tensor, pos: torch.Tensor,
+                         gpos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """global_blocks[i] on (B, S, P, C) tokens, attention over all S*P tokens of each scene.
+
+        ``gpos`` = ``pos.repeat(S, 1)`` may be passed to reuse one tensor (and its RoPE table) across layers.
+        """
         B, S, P, C = tokens.shape
-        gpos = pos.repeat(S, 1)
+        if gpos is None:
+            gpos = pos.repeat(S, 1)
         return self.global_blocks[i](tokens.reshape(B, S * P, C), pos=gpos).reshape(B, S, P, C)
 
     def _resolve_keep(self, keep_layers) -> set:
@@ -163,9 +168,10 @@ class Aggregator(nn.Module):
         keep = self._resolve_keep(keep_layers)
         tokens, pos = self.embed(images, "vggt")
         outputs: List[Optional[torch.Tensor]] = [None] * self.cfg.depth
+        gpos = pos.repeat(tokens.shape[1], 1)
         for i in range(self.cfg.depth):
             f = self.frame_attention(i, tokens, pos)
-            tokens = self.global_attention(i, f, pos)
+            tokens = self.global_attention(i, f, pos, gpos)
             if i in keep:
                 outputs[i] = torch.cat([f, tokens], dim=-1)
         return outputs, self.patch_start_idx

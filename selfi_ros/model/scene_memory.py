@@ -185,10 +185,11 @@ def anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec = "al
     keys, values, positions = [], [], []
     outputs: List[Optional[torch.Tensor]] = [None] * model.cfg.depth
     g = generator if generator is not None else torch.Generator().manual_seed(0)
+    gpos = pos.repeat(S, 1)
     for i in range(model.cfg.depth):
         f = agg.frame_attention(i, tokens, pos)
         if exact:
-            sel, sel_pos = f.reshape(1, S * P, C), pos.repeat(S, 1)
+            sel, sel_pos = f.reshape(1, S * P, C), gpos
         else:
             idx = torch.stack([torch.cat([torch.arange(ns), ns + torch.randperm(n_patch, generator=g)[:rank]])
                                for _ in range(S)]).to(f.device)  # (S, ns + rank)
@@ -200,7 +201,7 @@ def anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec = "al
         keys.append(k.to(dev))
         values.append(v.to(dev))
         positions.append(sel_pos.to(dev))
-        tokens = agg.global_attention(i, f, pos)
+        tokens = agg.global_attention(i, f, pos, gpos)
         if i in keep or i == model.cfg.depth - 1:
             outputs[i] = torch.cat([f, tokens], dim=-1)
     cam = outputs[-1][0, :, 0].float()

@@ -7,6 +7,8 @@ Special tokens sit at position (0, 0), so they are never rotated; patch (y, x) s
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -26,6 +28,7 @@ class RotaryPositionEmbedding2D(nn.Module):
     def __init__(self, base: float = 100.0):
         super().__init__()
         self.base = float(base)
+        self._cache: list = []
 
     def _cos_sin(self, half_dim: int, max_pos: int, device, dtype):
         # Angles in fp32 (float positions x fp32 frequencies), cast to the q/k dtype, then cos / sin.
@@ -40,24 +43,36 @@ class RotaryPositionEmbedding2D(nn.Module):
         d = x.shape[-1] // 2
         return torch.cat([-x[..., d:], x[..., :d]], dim=-1)
 
+    def _gathered(self, pos: torch.Tensor, half: int, dtype, device):
+        """Per-token cos / sin for both axes, cached for the last few ``pos`` tensors (the aggregator
+        reuses one positions tensor for all its layers, so the table and gather run once per forward)."""
+        for ref, key, val in self._cache:
+            if ref() is pos and key == (half, dtype, device):
+                return val
+        max_pos = int(pos.max().item()) + 1 if pos.numel() else 1
+        cos, sin = self._cos_sin(half, max_pos, device, dtype)
+        idx = pos.long()
+        val = tuple((cos[idx[..., a]].unsqueeze(-3), sin[idx[..., a]].unsqueeze(-3)) for a in range(2))
+        try:
+            ref = weakref.ref(pos)
+        except TypeError:  # pragma: no cover
+            return val
+        self._cache = ([(ref, (half, dtype, device), val)] + [c for c in self._cache if c[0]() is not None])[:4]
+        return val
+
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"RoPE expects x of shape (B, heads, N, D), got {tuple(x.shape)}")
         D = x.shape[-1]
         if D % 4 != 0:
             raise ValueError(f"RoPE head dim must be divisible by 4, got {D}")
-        if pos.dim() == 2:
-            pos = pos.unsqueeze(0).expand(x.shape[0], -1, -1)
-        if pos.shape[-1] != 2 or pos.shape[-2] != x.shape[2]:
-            raise ValueError(f"RoPE positions must be (B, {x.shape[2]}, 2), got {tuple(pos.shape)}")
+        if pos.dim() not in (2, 3) or pos.shape[-1] != 2 or pos.shape[-2] != x.shape[2]:
+            raise ValueError(f"RoPE positions must be ({x.shape[2]}, 2) or (B, {x.shape[2]}, 2), "
+                             f"got {tuple(pos.shape)}")
         half = D // 2
-        max_pos = int(pos.max().item()) + 1 if pos.numel() else 1
-        cos, sin = self._cos_sin(half, max_pos, x.device, x.dtype)
+        tables = self._gathered(pos, half, x.dtype, x.device)  # each (..., 1, N, half)
         out = []
-        for axis, chunk in enumerate(x.split(half, dim=-1)):
-            idx = pos[..., axis].long()  # (B, N)
-            c = cos[idx].unsqueeze(1)  # (B, 1, N, half)
-            s = sin[idx].unsqueeze(1)
+        for (c, s), chunk in zip(tables, x.split(half, dim=-1)):
             out.append(chunk * c + self._rotate_half(chunk) * s)
         return torch.cat(out, dim=-1)
 
