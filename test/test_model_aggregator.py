@@ -277,3 +277,15 @@ def test_intrinsics_original_undo_preprocessing():
     np.testing.assert_allclose(Ko[:, 1, 2], (Kn[:, 1, 2] + 0.5) / sy - 0.5, rtol=1e-9)
     with pytest.raises(ValueError):
         out.intrinsics_original(metas[:1])
+
+
+def test_rope_cache_not_stale():
+    rope = RotaryPositionEmbedding2D(100.0)
+    x = torch.randn(1, 2, 5, 8)
+    p1 = torch.randint(0, 6, (5, 2))
+    p2 = p1.flip(0).clone()
+    a1, a2 = rope(x, p1), rope(x, p2)
+    assert not torch.allclose(a1, a2)
+    torch.testing.assert_close(a2, RotaryPositionEmbedding2D(100.0)(x, p2))
+    torch.testing.assert_close(rope(x.double(), p1), RotaryPositionEmbedding2D(100.0)(x.double(), p1))
+    torch.testing.assert_close(rope(x, p1), a1)
