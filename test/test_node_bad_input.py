@@ -143,8 +143,9 @@ def test_bad_inputs_counted_and_dropped(started):
 def test_missing_camera_info_random_weights_and_silence(started):
     """No CameraInfo at all: after camera_info_timeout_s images run with K unknown (counted); a random-weights
     backend is flagged in status, diagnostics and the log; diagnostics warn when images stop."""
+    # use_sim_time without /clock: status/diagnostics timers must keep running (steady clock)
     node, c, pi, pc = started(backend="selfi_ros_testing:RandomLineBackend", camera_info_timeout_s=0.5,
-                              camera_info_wait_s=0.1, no_image_warn_s=1.0)
+                              camera_info_wait_s=0.1, no_image_warn_s=1.0, use_sim_time=True)
     stamp = T0
     for k in range(6):
         im, _ = image_pair(stamp)

@@ -33,7 +33,7 @@ import numpy as np
 
 from selfi_ros.geometry import invert_transform
 
-from ..engine.engine import Engine, EngineConfig, EngineOutput
+from ..engine.engine import Engine, EngineOutput
 from ..engine.types import Frame, PoseEstimate
 from . import conversions as cv
 from .params import NodeConfig, backend_options, declare_parameters
@@ -249,9 +249,13 @@ class SelfiNode:
             self.log.error("selfi_ros.msg not built: no ~/status (run scripts/build_interfaces.sh or colcon build)")
         self.srv_reset = n.create_service(Trigger, "~/reset", self._srv_reset, callback_group=service_group)
         self.srv_save = n.create_service(Trigger, "~/save_map", self._srv_save, callback_group=service_group)
-        self.timer_flush = n.create_timer(0.05, self._flush_pending)
-        self.timer_status = n.create_timer(self.cfg.status_period_s, self._publish_status)
-        self.timer_map = n.create_timer(self.cfg.map_publish_period_s, self._publish_map_timer)
+        # housekeeping timers run on the steady clock: with use_sim_time they must not stop with /clock
+        from rclpy.clock import Clock, ClockType
+
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.timer_flush = n.create_timer(0.05, self._flush_pending, clock=steady)
+        self.timer_status = n.create_timer(self.cfg.status_period_s, self._publish_status, clock=steady)
+        self.timer_map = n.create_timer(self.cfg.map_publish_period_s, self._publish_map_timer, clock=steady)
 
     # ----------------------------------------------------------------------------- bookkeeping
     def _count(self, reason: str, detail: str, dropped: bool) -> None:
