@@ -32,7 +32,9 @@ from typing import Optional
 
 from .data import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, SAMPLE_BAG, SAMPLE_GT_TUM
 
-REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
+#: the folder holding this ``selfi_ros`` package (a checkout or site-packages): first on the children's
+#: PYTHONPATH, so the node, recorder and player run the same code as the demo
+PACKAGE_PARENT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 DEFAULT_DOMAIN_ID = 71
 
 #: node parameters used by the demo for the sample (slow orbit: lower keyframe flow, 6-anchor windows)
@@ -54,7 +56,7 @@ def demo_env(domain_id: int, log_dir: str) -> dict:
     env["ROS_DOMAIN_ID"] = str(int(domain_id))
     env["ROS_LOG_DIR"] = log_dir
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("MPLBACKEND", "Agg")
     return env
@@ -129,6 +131,8 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
     t_start = time.monotonic()
     if not os.path.exists(bag):
         raise FileNotFoundError(f"bag not found: {bag} (re-create the sample with `selfi-ros make-sample`)")
+    bag = os.path.abspath(bag)
+    gt = os.path.abspath(gt) if gt else None
     out_dir = os.path.abspath(out_dir)
     rec_dir = os.path.join(out_dir, "record")
     shutil.rmtree(rec_dir, ignore_errors=True)
@@ -161,9 +165,9 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
     clean_stop = True
     try:
         say(f"ROS_DOMAIN_ID={domain_id}, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; node: {' '.join(node_cmd[1:])}")
-        procs["recorder"] = subprocess.Popen(rec_cmd, env=env, cwd=REPO_ROOT, stdout=logs["recorder"],
+        procs["recorder"] = subprocess.Popen(rec_cmd, env=env, cwd=out_dir, stdout=logs["recorder"],
                                              stderr=subprocess.STDOUT)
-        procs["node"] = subprocess.Popen(node_cmd, env=env, cwd=REPO_ROOT, stdout=logs["node"],
+        procs["node"] = subprocess.Popen(node_cmd, env=env, cwd=out_dir, stdout=logs["node"],
                                          stderr=subprocess.STDOUT)
         # wait for the node's status (its timer publishes once a second) to reach the recorder
         t0 = time.monotonic()
@@ -178,7 +182,7 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
             say("no status from the node after 90 s: playing anyway")
         say(f"node up; playing {n_images} images of {bag} at rate {rate}")
         t_play = time.monotonic()
-        procs["player"] = subprocess.Popen(play_cmd, env=env, cwd=REPO_ROOT, stdout=logs["player"],
+        procs["player"] = subprocess.Popen(play_cmd, env=env, cwd=out_dir, stdout=logs["player"],
                                            stderr=subprocess.STDOUT)
         deadline = t_start + timeout_s
         while procs["player"].poll() is None and time.monotonic() < deadline:

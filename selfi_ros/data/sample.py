@@ -35,7 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, MAP_FRAME, SAMPLE_DIR
+from . import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, MAP_FRAME
+
+#: where ``make-sample`` writes by default: ``data/sample`` of this checkout
+SAMPLE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "data", "sample"))
 
 #: where Debian's povray-examples puts the scene
 SCENE_PATH = "/usr/share/doc/povray/examples/advanced/woodbox.pov"
