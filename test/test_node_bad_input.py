@@ -90,6 +90,13 @@ def test_bad_inputs_counted_and_dropped(started):
     _wait_count(c, node, "count_bad_image", 2)
     stamp += DT
 
+    im, ci = image_pair(stamp, encoding="mono8")  # wrong label: mono8 bytes announced as rgb8
+    im.encoding = "rgb8"
+    pc.publish(ci)
+    pi.publish(im)
+    _wait_count(c, node, "count_bad_image", 3)
+    stamp += DT
+
     im, _ = image_pair(stamp, w=32, h=24)
     _, ci = image_pair(stamp, w=64, h=48)
     pc.publish(ci)
@@ -112,9 +119,9 @@ def test_bad_inputs_counted_and_dropped(started):
         _wait_count(c, node, key, 1)
 
     st = _last_status(c)
-    c.wait_for(lambda: _last_status(c).frames_rejected >= 5 and _last_status(c).frames_dropped >= 2, 3, node)
+    c.wait_for(lambda: _last_status(c).frames_rejected >= 6 and _last_status(c).frames_dropped >= 2, 3, node)
     st = _last_status(c)
-    assert st.frames_rejected == 5 and st.frames_dropped == 2, st
+    assert st.frames_rejected == 6 and st.frames_dropped == 2, st
     assert st.map_points >= base.map_points and st.windows >= base.windows
     assert node.alive()
     assert "frame rejected (bad_image)" in node.log() and "size_mismatch" in node.log()
