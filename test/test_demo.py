@@ -72,3 +72,95 @@ def test_map_cloud_is_the_scene(demo):
     d = np.linalg.norm(P - np.array([0.0, 0.0, 1.0]), axis=1)
     assert np.median(d) < 5.0
     assert np.mean(P[:, 2] > -1.0) > 0.9  # above the floor (z = 0), up to noise
+
+
+def test_recorder_in_process(tmp_path):
+    """The recorder on its own: TF of the recorded frame pair only, the last transform per stamp kept,
+    latency from the image's receive time to the first TF's, the latched map saved as PLY."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, PointCloud2
+    from tf2_msgs.msg import TFMessage
+
+    from selfi_ros.ros.conversions import points_to_pointcloud2, rgb8_to_compressed, tf_message, transform_stamped
+    from selfi_ros.ros.recorder import Recorder, RecorderConfig
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=120 + (os.getpid() + 41) % 80)
+    try:
+        pub_node = rclpy.create_node("fake_selfi", context=ctx)
+        rec_node = rclpy.create_node("rec", context=ctx)
+        rec = Recorder(rec_node, RecorderConfig())
+        ex = SingleThreadedExecutor(context=ctx)
+        ex.add_node(pub_node)
+        ex.add_node(rec_node)
+        p_img = pub_node.create_publisher(CompressedImage, IMAGE_TOPIC, 10)
+        p_tf = pub_node.create_publisher(TFMessage, "/tf", 100)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        p_map = pub_node.create_publisher(PointCloud2, "/selfi_node/map_cloud", latched)
+
+        def spin(seconds, until=lambda: False):
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end and not until():
+                ex.spin_once(timeout_sec=0.02)
+
+        spin(10.0, lambda: p_img.get_subscription_count() > 0 and p_tf.get_subscription_count() > 0
+             and p_map.get_subscription_count() > 0)
+        stamps = [1_000_000_000 * k for k in (5, 6)]
+        img = np.full((8, 8, 3), 128, np.uint8)
+        T1 = np.eye(4)
+        T1[:3, 3] = [1.0, 2.0, 3.0]
+        T2 = np.eye(4)
+        T2[:3, 3] = [1.5, 2.0, 3.0]
+        for s in stamps:
+            p_img.publish(rgb8_to_compressed(img, s, "camera_optical_frame"))
+        spin(0.3, lambda: len(rec.progress()["counts"]) and rec.progress()["images"] == 2)
+        time.sleep(0.1)  # the "node" takes at least 100 ms
+        p_tf.publish(tf_message([transform_stamped(T1, "map", "camera_optical_frame", stamps[0]),
+                                 transform_stamped(T1, "odom", "base_link", stamps[0])]))
+        spin(0.3)
+        p_tf.publish(tf_message([transform_stamped(T2, "map", "camera_optical_frame", stamps[0])]))  # refined
+        pts = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+        p_map.publish(points_to_pointcloud2(pts, np.full((50, 3), 7, np.uint8), stamps[0], "map"))
+        spin(5.0, lambda: rec.progress()["map_points"] == 50 and rec.progress()["counts"].get("/tf", 0) == 2)
+        summary = rec.save(str(tmp_path))
+    finally:
+        ex.shutdown()
+        rclpy.shutdown(context=ctx)
+    assert summary["images_seen"] == 2 and summary["poses"] == 1  # stamps[1] never got a pose
+    assert summary["tf_other_frames"] == ["odom->base_link"]
+    s, T = read_tum(str(tmp_path / "trajectory.tum"))
+    assert list(s) == [stamps[0]]
+    np.testing.assert_allclose(T[0], T2, atol=1e-9)  # the refined transform replaces the first
+    lat = summary["latency_image_to_tf"]
+    assert lat["count"] == 1 and lat["p50_ms"] >= 100.0  # from the image's receive time to the first TF
+    assert summary["latency_stamp_to_tf"]["count"] == 0
+    P, C = read_ply(str(tmp_path / "map.ply"))
+    np.testing.assert_allclose(P, pts, atol=1e-6)
+    assert np.all(C == 7)
+
+
+def test_demo_exit_status(monkeypatch, capsys):
+    """`selfi-ros demo` exits 1 when no pose or no cloud arrived, 0 when both did."""
+    import argparse
+
+    import selfi_ros.demo as demo_mod
+
+    base = {"frames_in": 0, "images_in_bag": 48, "frames_dropped": 0, "frames_rejected": 0,
+            "frames_lost_in_transport": 48, "keyframes": 0, "windows": 0, "poses_received": 0, "map_points": 0,
+            "latency_image_to_tf_ms": {"count": 0, "p50_ms": None, "p95_ms": None}, "ate_rmse": None,
+            "gt_path_length": None, "rpe_trans_rmse": None, "rpe_rot_rmse_deg": None, "run_time_s": 1.0,
+            "play_time_s": 1.0, "processing_time_s": 1.0, "clean_stop": True,
+            "outputs": {"summary": "/tmp/x/summary.json"}}
+    p = argparse.ArgumentParser()
+    demo_mod.add_arguments(p)
+    args = p.parse_args([])
+    monkeypatch.setattr(demo_mod, "run_demo", lambda *a, **k: dict(base))
+    assert demo_mod.run(args) == 1
+    assert "FAILED" in capsys.readouterr().err
+    monkeypatch.setattr(demo_mod, "run_demo", lambda *a, **k: dict(base, poses_received=5, map_points=9))
+    assert demo_mod.run(args) == 0
