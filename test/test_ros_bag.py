@@ -47,6 +47,18 @@ def test_bag_round_trip_and_independent_decoder(tmp_path):
     assert imgs[0].encoding == "rgb8" and imgs[0].width == 3 and imgs[2].header.stamp.sec == 12
 
 
+def test_log_time_defaults_to_header_stamp(tmp_path):
+    path = str(tmp_path / "h.mcap")
+    with BagWriter(path) as bag:
+        bag.write("/img", _image(1))
+        with pytest.raises(ValueError, match="no header"):
+            from std_msgs.msg import String
+
+            bag.write("/s", String(data="x"))
+    (m,) = read_messages(path)
+    assert m.log_time_ns == 11 * 10**9 + 5
+
+
 def test_message_definition_has_dependencies():
     text = message_definition("sensor_msgs/msg/CameraInfo")
     assert "MSG: std_msgs/msg/Header" in text and "MSG: builtin_interfaces/msg/Time" in text

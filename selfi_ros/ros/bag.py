@@ -181,14 +181,24 @@ class BagWriter:
         self._channels[topic] = (cid, type_name)
         return cid
 
-    def write(self, topic: str, msg: Any, log_time_ns: int, publish_time_ns: Optional[int] = None,
+    def write(self, topic: str, msg: Any, log_time_ns: Optional[int] = None, publish_time_ns: Optional[int] = None,
               qos_yaml: str = "") -> None:
         """Serialise ``msg`` (an rclpy message) to CDR and append it on ``topic`` at ``log_time_ns``
-        (integer ns; rosbag2 uses the receive time, players replay in this order/rate)."""
+        (integer ns; rosbag2 uses the receive time, players replay in this order/rate). Without
+        ``log_time_ns`` the message's ``header.stamp`` is used.
+
+        Raises:
+            ValueError: no ``log_time_ns`` and the message has no header.
+        """
         from rclpy.serialization import serialize_message
 
         if self._closed:
             raise RuntimeError("BagWriter is closed")
+        if log_time_ns is None:
+            header = getattr(msg, "header", None)
+            if header is None:
+                raise ValueError(f"{type(msg).__name__} on {topic} has no header: give log_time_ns")
+            log_time_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
         cid = self._channel(topic, type_name_of(msg), qos_yaml)
         seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1

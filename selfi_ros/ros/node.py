@@ -527,6 +527,9 @@ class SelfiNode:
         T_map_base = T_map_cam @ invert_transform(T_base_cam)
         if mode == "map_to_base_link":
             return [cv.transform_stamped(T_map_base, cfg.map_frame, cfg.base_frame, pose.stamp_ns)]
+        if not getattr(self._engine_status, "metric", False):
+            self.warn_throttled("odom_not_metric", "publishing map -> odom while the map scale is not yet "
+                                "metric (odometry pairs still being collected): map -> odom will jump when it is")
         T_odom_base = self._odom_at(pose.stamp_ns)
         if T_odom_base is None:
             with self._lock:
