@@ -206,7 +206,11 @@ class Recorder:
         """Small live summary (for a supervising process): counts, poses, last status, last TF time."""
         with self._lock:
             last_tf = max((p.first_recv_ns for p in self.rec.poses.values()), default=0)
-            return {"counts": dict(self.rec.counts), "poses": len(self.rec.poses),
+            try:  # graph query: is a pose publisher up yet? (for supervisors when status is not built)
+                tf_pubs = int(self.node.count_publishers("/tf"))
+            except Exception:  # noqa: BLE001 - node being destroyed
+                tf_pubs = 0
+            return {"counts": dict(self.rec.counts), "poses": len(self.rec.poses), "tf_publishers": tf_pubs,
                     "images": len(self.rec.image_recv_ns), "status": dict(self.rec.status),
                     "status_recv_ns": self.rec.status_recv_ns, "last_pose_recv_ns": last_tf,
                     "map_points": 0 if self.rec.map_points is None else int(len(self.rec.map_points)),

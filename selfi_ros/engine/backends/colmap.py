@@ -359,7 +359,8 @@ class ColmapBackend:
                            params=_k_to_colmap_params(K))
         est = pc.AbsolutePoseEstimationOptions()
         est.ransac.max_error = self.ransac_max_error_px
-        est.ransac.random_seed = self.seed if hasattr(est.ransac, "random_seed") else None
+        if hasattr(est.ransac, "random_seed"):
+            est.ransac.random_seed = self.seed
         try:
             ans = pc.estimate_and_refine_absolute_pose(pts2d, pts3d, camera, est)
         except Exception as exc:  # noqa: BLE001 - pycolmap raises on degenerate input
