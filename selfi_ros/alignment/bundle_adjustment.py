@@ -125,6 +125,7 @@ def bundle_adjust(
     max_nfev: int = 100,
     scale_weight: float = 100.0,
     verbose: int = 0,
+    lsmr_tol: float = 1e-10,
 ) -> BAResult:
     """Refine poses, points (and optionally a shared focal) by minimising Huber reprojection error.
 
@@ -135,6 +136,8 @@ def bundle_adjust(
         huber_px: Huber threshold in pixels (``f_scale`` of scipy).
         max_nfev: max function evaluations of the solver.
         scale_weight: weight of the scale-gauge residual (only when exactly one camera is fixed).
+        lsmr_tol: tolerance of the inner LSMR solves; scipy's loose default stalls BA far from the optimum
+            (measured: 0.09 px RMS after 200 evaluations vs 2e-6 px with 1e-12 on exact matches).
     Returns:
         :class:`BAResult`.
     Raises:
@@ -228,7 +231,8 @@ def bundle_adjust(
     schedule = [huber_px] if med0 <= 2 * huber_px else [max(huber_px, 2.0 * med0), huber_px]
     for fs_px in schedule:
         res = least_squares(fun, x, jac_sparsity=A, loss="huber", f_scale=fs_px, method="trf",
-                            x_scale="jac", max_nfev=max_nfev, verbose=verbose)
+                            x_scale="jac", max_nfev=max_nfev, verbose=verbose,
+                            tr_solver="lsmr", tr_options=dict(atol=lsmr_tol, btol=lsmr_tol))
         x = res.x
     rv, t, X, fs = unpack(res.x)
     R = rotvec_to_matrix(rv)
@@ -261,6 +265,9 @@ def problem_from_matches(
     depth: np.ndarray,
     extrinsics: np.ndarray,
     K: np.ndarray,
+    max_init_reproj_px: Optional[float] = None,
+    max_per_pair: Optional[int] = None,
+    stats: Optional[dict] = None,
 ) -> BAProblem:
     """Build a :class:`BAProblem` from pairwise matches: one point per match, two observations.
 
@@ -271,15 +278,33 @@ def problem_from_matches(
         matches: {(i, j): Matches} with ``uv0`` in frame i and ``uv1`` in frame j.
         depth: (N, H, W) z-depth per frame.
         extrinsics: (N, 3, 4) camera-from-world; K: (N, 3, 3).
+        max_init_reproj_px: drop matches whose initial point projects farther than this from ``uv1`` in
+            frame j under the initial poses (gross outliers under the feed-forward geometry); None keeps all.
+        max_per_pair: keep at most this many matches per pair (highest ``score`` first).
+        stats: optional dict that receives counts: ``given``, ``no_depth``, ``gated``, ``capped``, ``kept``.
     """
     pts, ci, pi, obs = [], [], [], []
     n = 0
+    cnt = dict(given=0, no_depth=0, gated=0, capped=0, kept=0)
     for (i, j), m in matches.items():
         if len(m) == 0:
             continue
+        cnt["given"] += len(m)
         X = unproject_pixels(m.uv0, depth[i], K[i], extrinsics[i])
         ok = np.isfinite(X).all(1)
-        X, u0, u1 = X[ok], m.uv0[ok], m.uv1[ok]
+        cnt["no_depth"] += int((~ok).sum())
+        if max_init_reproj_px is not None:
+            Xc = X @ extrinsics[j][:, :3].T + extrinsics[j][:, 3]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p = (Xc @ K[j].T)[:, :2] / Xc[:, 2:3]
+                close = (Xc[:, 2] > 0) & (np.linalg.norm(p - m.uv1, axis=1) <= max_init_reproj_px)
+            cnt["gated"] += int((ok & ~close).sum())
+            ok &= close
+        idx = np.flatnonzero(ok)
+        if max_per_pair is not None and len(idx) > max_per_pair:
+            cnt["capped"] += len(idx) - max_per_pair
+            idx = idx[np.argsort(-np.asarray(m.score)[idx], kind="stable")[:max_per_pair]]
+        X, u0, u1 = X[idx], m.uv0[idx], m.uv1[idx]
         k = len(X)
         pts.append(X)
         ids = np.arange(n, n + k)
@@ -287,8 +312,11 @@ def problem_from_matches(
         pi += [ids, ids]
         obs += [u0, u1]
         n += k
+    cnt["kept"] = n
+    if stats is not None:
+        stats.update(cnt)
     if n == 0:
-        raise ValueError("problem_from_matches: no usable matches")
+        raise ValueError(f"problem_from_matches: no usable matches ({cnt})")
     return BAProblem(np.asarray(extrinsics, np.float64), np.asarray(K, np.float64), np.concatenate(pts),
                      np.concatenate(ci), np.concatenate(pi), np.concatenate(obs).astype(np.float64))
 
