@@ -139,6 +139,7 @@ def test_recorder_in_process(tmp_path):
     lat = summary["latency_image_to_tf"]
     assert lat["count"] == 1 and lat["p50_ms"] >= 100.0  # from the image's receive time to the first TF
     assert summary["latency_stamp_to_tf"]["count"] == 0
+    assert summary["latency_image_to_tf_after_first_pose"]["count"] == 0  # its image came before any pose
     P, C = read_ply(str(tmp_path / "map.ply"))
     np.testing.assert_allclose(P, pts, atol=1e-6)
     assert np.all(C == 7)

@@ -202,6 +202,16 @@ class Recorder:
                     b.append((p.first_recv_ns - s) * 1e-6)
             return a, b
 
+    def steady_state_latencies(self) -> list:
+        """Image-receive -> TF-receive latencies (ms) of the images that arrived after the first pose did,
+        i.e. without the start-up wait until the first window exists."""
+        with self._lock:
+            if not self.rec.poses:
+                return []
+            t_first = min(p.first_recv_ns for p in self.rec.poses.values())
+            return [(p.first_recv_ns - self.rec.image_recv_ns[s]) * 1e-6 for s, p in self.rec.poses.items()
+                    if s in self.rec.image_recv_ns and self.rec.image_recv_ns[s] > t_first]
+
     def progress(self) -> dict:
         """Small live summary (for a supervising process): counts, poses, last status, last TF time."""
         with self._lock:
@@ -224,6 +234,7 @@ class Recorder:
 
         os.makedirs(out_dir, exist_ok=True)
         img_lat, stamp_lat = self.latencies()
+        steady = self.steady_state_latencies()
         with self._lock:
             lines = []
             for s in sorted(self.rec.poses):
@@ -245,6 +256,7 @@ class Recorder:
                 "status": dict(self.rec.status),
                 "tf_other_frames": sorted(f"{a}->{b}" for a, b in self.rec.tf_other_frames),
                 "latency_image_to_tf": latency_stats(img_lat),
+                "latency_image_to_tf_after_first_pose": latency_stats(steady),
                 "latency_stamp_to_tf": latency_stats(stamp_lat),
                 "latency_image_to_tf_ms": [round(x, 3) for x in img_lat],
                 "outputs": paths,
