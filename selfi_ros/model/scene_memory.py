@@ -26,7 +26,7 @@ depend on how queries are batched. Outputs are in the first anchor's camera fram
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
 import torch

@@ -26,7 +26,7 @@ import torch
 
 from ...model.config import VGGTConfig
 from ...model.loading import load_model
-from ...model.preprocessing import ImageMeta, preprocess_images
+from ...model.preprocessing import preprocess_images
 from ...model.scene_memory import SceneMemory, query_pass, run_anchor_pass
 from ...model.vggt import autocast_dtype
 from ..backend import BackendError
