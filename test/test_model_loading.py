@@ -133,3 +133,22 @@ def test_read_state_dict_strips_module_prefix(tmp_path):
     torch.save({"state_dict": {"module.a": torch.ones(2)}}, tmp_path / "x.pt")
     sd, cfg = read_state_dict(tmp_path / "x.pt")
     assert list(sd) == ["a"] and cfg is None
+
+
+@pytest.mark.parametrize("tsv,sail,track", [("vggt_1b_state_dict.tsv", False, True),
+                                            ("sail_recon_state_dict.tsv", True, False)])
+def test_official_layouts_detected_and_strictly_accepted(tsv, sail, track):
+    """A state_dict with exactly the official names/shapes (meta tensors, no data) is detected as the
+    right layout and passes the strict check against the model built for it."""
+    from selfi_ros.model.loading import check_state_dict, detect_config
+
+    if track:
+        pytest.importorskip("selfi_ros.model.heads.track_head")
+    sd = {k: torch.empty(eval(v), device="meta") for k, v in _tsv(tsv).items()}
+    cfg = detect_config(sd)
+    assert cfg.sail_reloc is sail and cfg.enable_track is track and cfg.embed_dim == 1024
+    check_state_dict(build_model(cfg, meta=True), sd, tsv)
+    bad = dict(sd)
+    bad["aggregator.camera_token"] = torch.empty(1, 2, 1, 1023, device="meta")
+    with pytest.raises(CheckpointMismatchError, match="aggregator.camera_token"):
+        check_state_dict(build_model(cfg, meta=True), bad, tsv)
