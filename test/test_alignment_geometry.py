@@ -159,3 +159,24 @@ def test_match_features_mutual_nn_on_shifted_random_features():
     m_all = match_features(f0, f1, stride=2, cycle_px=None, ratio=None)
     assert len(m_all) == m_all.num_candidates == 10 * 12
     assert np.mean(np.all(m_all.uv1 - m_all.uv0 == np.array([3.0, 2.0]), axis=1)) < correct.mean()
+
+
+def test_localize_query_against_anchor_point_map():
+    """Query with the anchor's own features (same camera): matches are the identity, PnP gives the anchor's
+    pose; a second anchor with unrelated features contributes (almost) nothing."""
+    from selfi_ros.alignment.localizer import AnchorView, localize_query, pose_difference
+    rng = np.random.default_rng(0)
+    Hh, Ww = 24, 32
+    Ks = np.array([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]])
+    E = _extr([0.1, -0.2, 0.05], [0.3, 0.1, -0.2])
+    depth = rng.uniform(2, 5, (Hh, Ww))
+    u, v = np.meshgrid(np.arange(Ww), np.arange(Hh))
+    Xc = np.stack([(u - 15.5) / 30 * depth, (v - 11.5) / 30 * depth, depth], -1)
+    Xw = (Xc - E[:, 3]) @ E[:, :3]  # R^T (Xc - t)
+    feat = torch.randn(16, Hh, Ww)
+    other = AnchorView(torch.randn(16, Hh, Ww), Xw + 10.0)
+    res = localize_query(feat, [AnchorView(feat, Xw), other], Ks, stride=2, reproj_px=1.0, min_inliers=20)
+    assert res.success
+    r, t = pose_difference(res.extrinsics, E)
+    assert r < 1e-3 and t < 1e-4
+    assert res.num_inliers >= 0.9 * (Hh // 2) * (Ww // 2)
