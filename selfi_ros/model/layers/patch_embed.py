@@ -92,7 +92,8 @@ class DinoVisionTransformer(nn.Module):
         N, _, H, W = x.shape
         h, w = H // self.patch_size, W // self.patch_size
         t = self.patch_embed(x)
-        t = torch.cat([self.cls_token.expand(N, -1, -1).to(t.dtype), t], dim=1)
+        # torch.cat promotes (under autocast: bf16 patches + fp32 cls -> fp32), as the official code
+        t = torch.cat([self.cls_token.expand(N, -1, -1), t], dim=1)
         t = t + self.interpolate_pos_encoding(t, h, w)
         regs = self.register_tokens.expand(N, -1, -1).to(t.dtype)
         return torch.cat([t[:, :1], regs, t[:, 1:]], dim=1)
