@@ -289,3 +289,17 @@ def test_rope_cache_not_stale():
     torch.testing.assert_close(a2, RotaryPositionEmbedding2D(100.0)(x, p2))
     torch.testing.assert_close(rope(x.double(), p1), RotaryPositionEmbedding2D(100.0)(x.double(), p1))
     torch.testing.assert_close(rope(x, p1), a1)
+
+
+def test_cpu_bf16_autocast_keeps_fp32_residual_stream_and_heads():
+    """Facts file §9: under autocast the residual stream (and so every O_i) stays fp32; heads run in fp32."""
+    m = _vggt()
+    x = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs, _ = m.aggregator(x[None])
+            low = m(x)
+    assert all(o.dtype == torch.float32 for o in outs if o is not None)
+    assert low.pose_enc.dtype == torch.float32 and low.depth.dtype == torch.float32
+    torch.testing.assert_close(low.depth, ref.depth, rtol=0.1, atol=0.05)
