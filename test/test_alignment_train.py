@@ -139,3 +139,23 @@ def test_random_backbone_pseudo_gt_is_counted_not_silent(tmp_path):
                  "--log-every", "1", "--no-progress", "--out", str(out)]) == 0
     recs = [json.loads(l) for l in open(str(out) + ".log.jsonl")]
     assert recs[-1]["empty_steps"] == sum(r["valid_frac"] == 0 for r in recs)
+
+
+def test_load_bag_frames_reads_image_topic(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from selfi_ros.alignment.train import load_bag_frames
+    from selfi_ros.ros.bag import BagWriter
+    from selfi_ros.ros.conversions import rgb8_to_compressed, rgb8_to_image
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for _ in range(3)]
+    path = str(tmp_path / "b.mcap")
+    with BagWriter(path) as bag:
+        for i, f in enumerate(frames):
+            bag.write("/cam/image_raw", rgb8_to_image(f, 1000 * i, "cam", encoding="bgr8"), log_time_ns=1000 * i)
+            bag.write("/cam/image_raw/compressed", rgb8_to_compressed(f, 1000 * i, "cam", fmt="png"), log_time_ns=1000 * i)
+    got = load_bag_frames(path, topic="/cam/image_raw")
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, frames))
+    got_c = load_bag_frames(path, topic="/cam/image_raw/compressed", max_frames=2)
+    assert len(got_c) == 2 and np.array_equal(got_c[1], frames[1])
+    with pytest.raises(ValueError, match="not an image topic"):
+        load_bag_frames(path, topic="/nope")
