@@ -116,5 +116,6 @@ def test_invalid_fov_fails_cleanly(ckpt):
     with pytest.raises(BackendError):
         b.reconstruct_window(1, fr[:2])
     assert b.memory is mem  # the previous memory stays valid
+    assert b.memory_bytes == mem.nbytes > 0
     b.reset()
-    assert b.memory is None
+    assert b.memory is None and b.memory_bytes == 0

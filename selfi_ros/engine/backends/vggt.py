@@ -117,6 +117,11 @@ class VGGTBackend:
         """The current scene memory (None before the first window)."""
         return self._memory
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the current scene memory (0 before the first window)."""
+        return 0 if self._memory is None else int(self._memory.nbytes)
+
     def _amp(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
