@@ -605,7 +605,8 @@ class Engine:
             st.metric = self.metric
             st.map_points = len(self.map)
             st.memory_bytes = int(self.keyframes.nbytes + sum(f.image.nbytes for f in self._held) + self.map.nbytes
-                                  + sum(a.nbytes for a in self._anchors) + self.traj.nbytes)
+                                  + sum(a.nbytes for a in self._anchors) + self.traj.nbytes
+                                  + int(getattr(self.backend, "memory_bytes", 0) or 0))
             return EngineStatus(**asdict(st))
 
     def scale_estimate(self):

@@ -189,6 +189,7 @@ class VGGTBackend:
             stamps_ns=np.array([f.stamp_ns for f in anchors], dtype=np.int64),
             frame_indices=np.array([f.index for f in anchors], dtype=np.int64),
             extrinsics=extr, intrinsics=np.stack(Ks_ok), image_size_hw=(int(H), int(W)),
+            intrinsics_image=np.stack([m.K_net_to_orig(K) for m, K in zip(metas, Ks_ok)]),
             depth=depth, depth_conf=dconf, points=pts, points_conf=pconf, colors=colors,
             backend=self.name, random_weights=self.random_weights)
 
