@@ -45,12 +45,14 @@ def atomic_write_text(path: str, text: str) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None) -> bytes:
-    """Binary little-endian PLY of (N, 3) points (float32) with optional (N, 3) uint8 colours."""
+def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None, comments: Sequence[str] = ()) -> bytes:
+    """Binary little-endian PLY of (N, 3) points (float32) with optional (N, 3) uint8 colours and header
+    ``comment`` lines (one per entry, newlines replaced by spaces; e.g. a random-weights warning)."""
     P = np.asarray(points, dtype="<f4").reshape(-1, 3)
     has_c = colors is not None
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(P)}",
-              "property float x", "property float y", "property float z"]
+    header = ["ply", "format binary_little_endian 1.0"]
+    header += ["comment " + " ".join(str(c).split()) for c in comments]
+    header += [f"element vertex {len(P)}", "property float x", "property float y", "property float z"]
     if has_c:
         C = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
         if len(C) != len(P):
@@ -66,32 +68,32 @@ def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None) -> bytes:
     return ("\n".join(header) + "\n").encode("ascii") + rec.tobytes()
 
 
-def write_ply(path: str, points: np.ndarray, colors: Optional[np.ndarray] = None) -> str:
+def write_ply(path: str, points: np.ndarray, colors: Optional[np.ndarray] = None,
+              comments: Sequence[str] = ()) -> str:
     """Atomic binary PLY (see :func:`ply_bytes`)."""
-    return atomic_write_bytes(path, ply_bytes(points, colors))
+    return atomic_write_bytes(path, ply_bytes(points, colors, comments))
 
 
 def read_ply(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Read a PLY written by :func:`write_ply` -> ((N, 3) float32, (N, 3) uint8 or None)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    n = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
-    has_c = any(h.endswith(" red") for h in header)
-    if has_c:
-        dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
-    else:
-        dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
-    rec = np.frombuffer(data, dtype=dt, count=n, offset=end)
-    P = np.stack([rec["x"], rec["y"], rec["z"]], 1)
-    C = np.stack([rec["r"], rec["g"], rec["b"]], 1) if has_c else None
+    """Read any point-cloud PLY (ASCII or binary, as open3d reads it) -> ((N, 3) float32, (N, 3) uint8 or None).
+
+    Raises:
+        ValueError: the file holds no points or cannot be parsed.
+    """
+    import open3d as o3d  # imported here: only readers of PLY files pay for it
+
+    pcd = o3d.io.read_point_cloud(str(path), format="ply")
+    if not pcd.has_points() and os.path.getsize(path) > 0 and b"element vertex 0" not in open(path, "rb").read(512):
+        raise ValueError(f"{path}: no points could be read")
+    P = np.asarray(pcd.points, dtype=np.float32).reshape(-1, 3)
+    C = np.clip(np.round(np.asarray(pcd.colors) * 255.0), 0, 255).astype(np.uint8) if pcd.has_colors() else None
     return P, C
 
 
-def tum_text(poses: Iterable[PoseEstimate]) -> str:
-    """TUM lines ``stamp_s tx ty tz qx qy qz qw`` (stamp in seconds with ns precision)."""
-    lines = []
+def tum_text(poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
+    """TUM lines ``stamp_s tx ty tz qx qy qz qw`` (stamp in seconds with ns precision), after optional
+    ``# comment`` lines (skipped by :func:`read_tum` and evo)."""
+    lines = ["# " + " ".join(str(c).split()) for c in comments]
     for p in poses:
         T = np.asarray(p.T_map_cam, dtype=np.float64)
         q = matrix_to_quat_xyzw(T[:3, :3])
@@ -101,9 +103,9 @@ def tum_text(poses: Iterable[PoseEstimate]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def write_tum(path: str, poses: Iterable[PoseEstimate]) -> str:
+def write_tum(path: str, poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
     """Atomic TUM trajectory (see :func:`tum_text`)."""
-    return atomic_write_text(path, tum_text(poses))
+    return atomic_write_text(path, tum_text(poses, comments))
 
 
 def read_tum(path: str) -> tuple[np.ndarray, np.ndarray]:
