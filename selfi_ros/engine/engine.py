@@ -625,7 +625,10 @@ class Engine:
             return self.map.scaled(self._out_scale)
 
     def save(self, out_dir: str) -> dict:
-        """Write map.ply, trajectory.tum, cameras.json and metadata.json atomically; returns their paths."""
+        """Write map.ply, trajectory.tum, cameras.json and metadata.json atomically; returns their paths.
+
+        With a random-weights backend every file carries the warning (metadata.json ``WARNING`` and
+        ``random_weights``, cameras.json ``random_weights``, a PLY header comment, a TUM ``#`` line)."""
         import os
 
         with self._lock:
@@ -645,11 +648,14 @@ class Engine:
                 "status": asdict(st),
                 "config": asdict(self.config),
             }
+        # every saved file says so when the model had random weights (PLY comment, TUM comment, JSON field)
+        notes = [f"selfi_ros {st.backend}: {meta['WARNING']}"] if st.random_weights else []
         paths = {
-            "map": eio.write_ply(os.path.join(out_dir, "map.ply"), pts, cols),
-            "trajectory": eio.write_tum(os.path.join(out_dir, "trajectory.tum"), traj),
+            "map": eio.write_ply(os.path.join(out_dir, "map.ply"), pts, cols, comments=notes),
+            "trajectory": eio.write_tum(os.path.join(out_dir, "trajectory.tum"), traj, comments=notes),
             "cameras": eio.write_json(os.path.join(out_dir, "cameras.json"),
-                                      {"metric": st.metric, "frames": eio.cameras_entries(traj)}),
+                                      {"metric": st.metric, "random_weights": st.random_weights,
+                                       "frames": eio.cameras_entries(traj)}),
         }
         paths["metadata"] = eio.write_json(os.path.join(out_dir, "metadata.json"), meta)
         return paths

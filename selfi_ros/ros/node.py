@@ -145,6 +145,7 @@ class SelfiNode:
         self.random_weights = bool(getattr(engine.backend, "random_weights", False))
         if self.random_weights:
             self.log.warning(RANDOM_WEIGHTS_BANNER)
+        self._declare_model_info()
 
         # --- state shared between callbacks (executor) and the worker thread
         self._lock = threading.Lock()
@@ -179,9 +180,19 @@ class SelfiNode:
         self._worker = threading.Thread(target=self._work, name="selfi_engine", daemon=True)
         self._worker.start()
         self.log.info(
-            f"selfi_node: backend={self.backend_name} image={cfg.image_topic} ({cfg.image_transport}, qos {cfg.qos}) "
+            f"selfi_node: backend={self.backend_name}{' (RANDOM WEIGHTS)' if self.random_weights else ''} image={cfg.image_topic} ({cfg.image_transport}, qos {cfg.qos}) "
             f"camera_info={cfg.camera_info_topic} odom={cfg.odom_topic or '-'} publish_tf={cfg.publish_tf} "
             f"map_frame={cfg.map_frame}")
+
+    def _declare_model_info(self) -> None:
+        """Read-only parameter ``model_random_weights`` (``ros2 param get /selfi_node model_random_weights``):
+        a frame-independent flag for outputs that cannot carry one (TF, PointCloud2, Path). Overrides are
+        ignored: it reports the backend that was built, it does not configure it."""
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        desc = ParameterDescriptor(read_only=True, description=(
+            "read-only: true when the backend model has RANDOM weights (every output is meaningless)"))
+        self.node.declare_parameter("model_random_weights", self.random_weights, desc, ignore_override=True)
 
     # ------------------------------------------------------------------------------- interfaces
     def _make_interfaces(self, service_group) -> None:
@@ -431,6 +442,9 @@ class SelfiNode:
             except Exception as e:  # noqa: BLE001
                 self.log.error(f"publishing failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             self._engine_status = self.engine.status()
+            if out.window is not None and self.random_weights:
+                self.warn_throttled("random_weights_output", f"window {out.window.window_id} published from a "
+                                    "model with RANDOM WEIGHTS: poses and clouds are meaningless (plumbing only)")
             if out.window is not None:
                 self._map_snapshot = self.engine.map_cloud()
                 self._map_dirty = True
