@@ -146,6 +146,9 @@ class EngineStatus:
     held_dropped: int = 0  # non-keyframes dropped from the hold list before the first window
     keyframes_dropped: int = 0  # keyframes dropped from the bounded buffer
     backend_errors: int = 0  # BackendError raised by the backend (any call)
+    window_recoveries: int = 0  # windows made by a fallback plan after failed attempts (other overlap, fresh)
+    map_segments: int = 0  # map discontinuities: windows started as a new segment (not chained; pose guessed)
+    localization_skipped: int = 0  # non-keyframes not localized because the caller was under load
     scale_pairs: int = 0
     map_voxel_size: float = float("nan")  # effective voxel edge (map units) after any coarsening
     last_error: str = ""
@@ -232,6 +235,9 @@ class Engine:
             self._cutoff_ns = -(2 ** 62)  # keyframes after this stamp are window candidates
             self._last_stamp: Optional[int] = None
             self._consecutive_failures = 0
+            self._recovery_stage = 0  # next fallback plan after failed windows (see _window_plan)
+            self._tried_sets: set = set()  # anchor sets (stamps) that failed since the last window
+            self._failed_overlap: set = set()  # previous anchors (stamps) used by failed attempts
             self._metric_scale = None  # latest valid ScaleEstimate
             self._status = EngineStatus(backend=getattr(self.backend, "name", ""),
                                         random_weights=bool(getattr(self.backend, "random_weights", False)),
@@ -256,8 +262,17 @@ class Engine:
         with self._lock:
             self.odom.add(int(sample.stamp_ns), sample.T_odom_base)
 
-    def process_frame(self, frame: Frame) -> EngineOutput:
-        """Feed one frame (time order). Never raises on bad data: returns ``rejected`` instead."""
+    def process_frame(self, frame: Frame, under_load: bool = False) -> EngineOutput:
+        """Feed one frame (time order). Never raises on bad data: returns ``rejected`` instead.
+
+        Args:
+            frame: the frame.
+            under_load: the caller has newer frames waiting (e.g. the node's queue is not empty). Keyframe
+                selection still runs (cheap optical flow) and keyframes are fully processed, but a frame
+                that is not a keyframe is neither localized nor held: no pose, counted in
+                ``status().localization_skipped``. This keeps the newest frames and the keyframes
+                flowing when the backend is slower than the camera.
+        """
         with self._lock:
             st = self._status
             st.frames_in += 1
@@ -267,7 +282,7 @@ class Engine:
                 return self._reject(f"stamp {frame.stamp_ns} not after the previous frame's {self._last_stamp}")
             self._last_stamp = frame.stamp_ns
             try:
-                return self._process(frame)
+                return self._process(frame, bool(under_load))
             except (BackendError, ChainingError) as e:  # already handled inside; defensive
                 return self._reject(f"{type(e).__name__}: {e}")
             except Exception as e:  # noqa: BLE001 - never crash the caller's thread on bad data
@@ -280,7 +295,7 @@ class Engine:
         log.warning("frame rejected: %s", reason)
         return EngineOutput(rejected=reason, metric=self.metric)
 
-    def _process(self, frame: Frame) -> EngineOutput:
+    def _process(self, frame: Frame, under_load: bool = False) -> EngineOutput:
         c = self.config
         odom_xyz = self.odom.position_at(frame.stamp_ns) if len(self.odom) else None
         decision = self.selector.check(frame, odom_xyz)
@@ -293,6 +308,9 @@ class Engine:
             self._status.keyframes += 1
             self._status.keyframes_dropped += self.keyframes.dropped - before
 
+        if kf is None and under_load and (c.localize_non_keyframes or self._T_map_window is None):
+            self._status.localization_skipped += 1
+            return out
         if self._T_map_window is None:  # ---------------- building the first window
             if kf is None:
                 if c.localize_non_keyframes:
@@ -333,16 +351,19 @@ class Engine:
                 coverage = self._coverage(kf.T_map_cam, pose.K, frame)
                 self._scale_sample(kf)
             candidates = self.keyframes.since(self._cutoff_ns)
-            trig = self.policy.trigger(len(candidates), conf, coverage)
-            if trig.new_window:
-                anchors = self.policy.select_anchors([a.kf for a in self._anchors], candidates)
-                log.info("new window (%s) from %d anchors", trig.reason, len(anchors))
-                if self._new_window(anchors, out, first=False):
+            if self._recovery_stage > 0:  # a window failed: try the next fallback at every keyframe
+                want, reason = True, "recovery"
+            else:
+                trig = self.policy.trigger(len(candidates), conf, coverage)
+                want, reason = trig.new_window, trig.reason
+            if want:
+                if self._attempt_window(candidates, out, reason):
                     refined = self.traj.get(frame.stamp_ns)
                     if refined is not None and refined.kind == PoseKind.ANCHOR:
                         pose = self._output_pose(refined)
-        if pose is not None:
+        if pose is not None and all(p.stamp_ns != pose.stamp_ns for p in out.poses):
             out.poses.append(pose)
+        out.poses.sort(key=lambda p: p.stamp_ns)
         out.metric = self.metric
         return out
 
@@ -427,8 +448,86 @@ class Engine:
             poses.append(self._store_pose(fr, T, K, r.confidence, PoseKind.QUERY))
         return poses
 
-    def _new_window(self, anchors: list[Keyframe], out: EngineOutput, first: bool) -> bool:
-        """Reconstruct, chain and add a window; on success update state/outputs and return True."""
+    def _window_plan(self, candidates: list[Keyframe]) -> tuple[str, list[Keyframe]]:
+        """The next window attempt: (mode, anchors), or ("", []) when none is possible yet.
+
+        Stages, one attempt per keyframe, never an anchor set that already failed since the last window:
+        0 ``overlap``: the most recent previous anchors + new keyframes (:meth:`WindowPolicy.select_anchors`);
+        1 ``other_overlap``: shared frames other than the previous anchors of failed attempts (recently
+        localized keyframes with good confidence); 2 ``fresh``: the newest keyframes only, chained through
+        their localized poses (needs >= 2 localized with good confidence); 3 ``segment``: the newest
+        keyframes as a new map segment (not chained: a discontinuity). Stages 2-3 need at least
+        ``window_size - window_overlap`` (>= 2) keyframes since the last window, else the engine waits.
+        """
+        p = self.policy
+        prev = [a.kf for a in self._anchors]
+        min_fresh = max(2, p.window_size - p.overlap)
+        stage = self._recovery_stage
+        while stage <= 3:
+            if stage == 0:
+                mode, a = "overlap", p.select_anchors(prev, candidates)
+            elif stage == 1:
+                mode, a = "other_overlap", p.select_with_other_overlap(prev, candidates, self._failed_overlap)
+            else:
+                mode, a = ("fresh", "segment")[stage - 2], p.select_fresh(candidates)
+                if len(a) < min_fresh:
+                    return "", []  # wait for more keyframes
+                if mode == "fresh" and sum(k.T_map_cam is not None and k.confidence >= p.min_confidence
+                                           for k in a) < 2:
+                    a = []
+            if len(a) >= 2 and frozenset(k.stamp_ns for k in a) not in self._tried_sets:
+                self._recovery_stage = stage
+                return mode, a
+            if stage == 3:
+                return "", []  # the newest keyframes already failed as a segment: wait for another
+            stage += 1
+        return "", []
+
+    def _attempt_window(self, candidates: list[Keyframe], out: EngineOutput, reason: str) -> bool:
+        """One window attempt (next plan of :meth:`_window_plan`); on failure the next keyframe tries the
+        next fallback. Returns True when a window was made."""
+        mode, anchors = self._window_plan(candidates)
+        if not anchors:
+            return False
+        log.info("new window (%s, %s) from %d anchors", reason, mode, len(anchors))
+        if self._new_window(anchors, out, first=False, mode=mode):
+            st = self._status
+            if mode in ("other_overlap", "fresh"):
+                st.window_recoveries += 1
+            if mode == "segment":
+                st.map_segments += 1
+                log.warning("window %d starts a new map segment (discontinuity %d): windows could not be "
+                            "chained; its pose is guessed from the last known pose", self._window_id,
+                            st.map_segments)
+            self._recovery_stage = 0
+            self._tried_sets.clear()
+            self._failed_overlap.clear()
+            return True
+        self._tried_sets.add(frozenset(k.stamp_ns for k in anchors))
+        prev = {a.kf.stamp_ns for a in self._anchors}
+        self._failed_overlap.update(k.stamp_ns for k in anchors if k.stamp_ns in prev)
+        self._recovery_stage = min(3, self._recovery_stage + 1)
+        return False
+
+    def _segment_transform(self, anchors: list[Keyframe], T_win_cam: np.ndarray) -> Sim3:
+        """Sim(3) window -> map of a new segment: the newest anchor with a map pose (else the newest
+        anchor, at the last pose of the trajectory) keeps that pose; the scale is the previous window's."""
+        s = self._T_map_window.s if self._T_map_window is not None else 1.0
+        idx = max((i for i, k in enumerate(anchors) if k.T_map_cam is not None), default=None)
+        if idx is not None:
+            T_ref = np.asarray(anchors[idx].T_map_cam, np.float64)
+        else:
+            poses = self.traj.poses()
+            if not poses:
+                return Sim3(s, np.eye(3), np.zeros(3))
+            idx, T_ref = len(anchors) - 1, np.asarray(poses[-1].T_map_cam, np.float64)
+        R = T_ref[:3, :3] @ T_win_cam[idx][:3, :3].T
+        return Sim3(s, R, T_ref[:3, 3] - s * R @ T_win_cam[idx][:3, 3])
+
+    def _new_window(self, anchors: list[Keyframe], out: EngineOutput, first: bool, mode: str = "overlap") -> bool:
+        """Reconstruct, chain and add a window; on success update state/outputs and return True.
+
+        ``mode`` "segment": not chained (see :meth:`_segment_transform`); its anchors' poses are output."""
         c = self.config
         st = self._status
         wid = self._next_window_id
@@ -450,6 +549,9 @@ class Engine:
         P, conf = window_point_maps(win)
         if first:
             S = Sim3.identity()
+            residual = float("nan")
+        elif mode == "segment":
+            S = self._segment_transform(anchors, T_win_cam)
             residual = float("nan")
         else:
             try:
@@ -483,7 +585,7 @@ class Engine:
             else:
                 K = scale_intrinsics(win.intrinsics[i], fr.width / W, fr.height / H)
             pose = self._store_pose(fr, T, K, 1.0, PoseKind.ANCHOR)
-            if first:
+            if first or mode == "segment":
                 out.poses.append(pose)
             self._scale_sample(kf)
             self._anchors.append(self._anchor_record(kf, None if P is None else P[i],

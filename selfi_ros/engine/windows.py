@@ -4,12 +4,17 @@ SAIL-Recon (Deng et al., 2025) reconstructs a scene from a set of anchor images 
 other image against them; over a stream we keep a *sequence* of windows, each sharing ``overlap``
 anchors with the previous one (for Sim(3) chaining, as in VGGT-SLAM's overlapping submaps).
 
-Anchor choice: the shared anchors are the most recent previous anchor plus the ones spread farthest from
-it among the more recent half of the previous window (baseline for a well-conditioned Sim(3), content
-shared with the new keyframes); the new anchors are chosen among the
-keyframes localized since the last window by farthest-point sampling on camera centre + viewing
-direction (coverage), always keeping the most recent keyframe. Keyframes without a pose fall back to
-uniform-in-time choice.
+Anchor choice: the shared (overlap) anchors are the *most recent* previous anchors: they were reconstructed
+last, so they are the ones most likely to see what the new keyframes see (after a gap in the stream -
+dropped frames, a fast turn - the oldest anchors share nothing with the new keyframes and a backend such
+as COLMAP cannot register them). The new anchors are chosen among the keyframes localized since the last
+window by farthest-point sampling on camera centre + viewing direction (coverage), always keeping the
+most recent keyframe; keyframes without a pose fall back to uniform-in-time choice.
+
+When a window fails, the engine does not retry the same anchor set: :meth:`WindowPolicy.recovery_plans`
+gives the fallbacks in order - other overlap frames (recently localized keyframes with good confidence),
+then a fresh window of the newest keyframes chained through their localized poses, then a new map
+segment (a discontinuity).
 """
 from __future__ import annotations
 
@@ -88,16 +93,58 @@ class WindowPolicy:
             candidates: keyframes since that window (time order; poses when localized).
 
         Returns:
-            Up to ``window_size`` keyframes in time order (fewer when not enough exist). When there are
-            fewer candidates than free slots, more previous anchors fill the window.
+            Up to ``window_size`` keyframes in time order (fewer when not enough exist): the most recent
+            ``overlap`` previous anchors and the new ones chosen for coverage. When there are fewer
+            candidates than free slots, more (recent) previous anchors fill the window.
         """
         candidates = list(candidates)
         n_new = min(len(candidates), self.window_size - min(self.overlap, len(previous)))
         new = select_for_coverage(candidates, n_new, keep_last=True)
         n_old = min(len(previous), self.window_size - len(new))
-        old = select_for_baseline(list(previous), n_old)
-        out = {id(k): k for k in old + new}
-        return sorted(out.values(), key=lambda k: k.stamp_ns)
+        old = select_recent(list(previous), n_old)
+        return _time_order(old + new)
+
+    def select_with_other_overlap(self, previous: Sequence[Keyframe], candidates: Sequence[Keyframe],
+                                  exclude_stamps: Sequence[int] = (), min_confidence: Optional[float] = None
+                                  ) -> list[Keyframe]:
+        """Anchors for a retry after a failed window, with *other* overlap frames.
+
+        The new anchors are chosen as in :meth:`select_anchors`; the ``overlap`` shared frames are the most
+        recent keyframes not among them and not in ``exclude_stamps`` (the overlap frames of the failed
+        attempts) that are either a previous anchor or localized with confidence >= ``min_confidence``
+        (default: the policy's ``min_confidence``). Such frames are known in the map, so the window can be
+        chained through them. Returns [] when no such frame exists.
+        """
+        mc = self.min_confidence if min_confidence is None else float(min_confidence)
+        candidates = list(candidates)
+        excl = set(int(s) for s in exclude_stamps)
+        n_new = min(len(candidates), self.window_size - self.overlap)
+        new = select_for_coverage(candidates, n_new, keep_last=True)
+        chosen = {id(k) for k in new}
+        prev_ids = {id(k) for k in previous}
+        pool = [k for k in list(previous) + candidates
+                if id(k) not in chosen and k.stamp_ns not in excl and k.T_map_cam is not None
+                and (id(k) in prev_ids or k.confidence >= mc)]
+        if not pool:
+            return []
+        old = select_recent(_time_order(pool), min(len(pool), self.window_size - len(new)))
+        return _time_order(old + new)
+
+    def select_fresh(self, candidates: Sequence[Keyframe]) -> list[Keyframe]:
+        """The most recent ``window_size`` keyframes (time order): a window without previous anchors,
+        for a fresh start after failures (contiguous recent keyframes share the most content)."""
+        return list(candidates)[-self.window_size:]
+
+
+def _time_order(kfs: Sequence[Keyframe]) -> list[Keyframe]:
+    out = {id(k): k for k in kfs}
+    return sorted(out.values(), key=lambda k: k.stamp_ns)
+
+
+def select_recent(kfs: Sequence[Keyframe], n: int) -> list[Keyframe]:
+    """The ``n`` most recent of ``kfs`` (time order in, time order out)."""
+    kfs = list(kfs)
+    return kfs[len(kfs) - n:] if n > 0 else []
 
 
 def _pose_features(kfs: Sequence[Keyframe]) -> Optional[np.ndarray]:
@@ -131,15 +178,6 @@ def select_for_coverage(kfs: Sequence[Keyframe], n: int, keep_last: bool = True)
         chosen.append(i)
         d = np.minimum(d, np.linalg.norm(F - F[i], axis=1))
     return [kfs[i] for i in sorted(chosen)]
-
-
-def select_for_baseline(kfs: Sequence[Keyframe], n: int) -> list[Keyframe]:
-    """Pick ``n`` of the previous anchors for chaining: the most recent one, then those farthest from the
-    chosen (largest baseline between shared camera centres), among the more recent half of the previous
-    anchors (at least ``n``), so that shared anchors also see what the new keyframes see. Time order."""
-    kfs = list(kfs)
-    pool = kfs[-max(n, (len(kfs) + 1) // 2):] if n > 0 else []
-    return select_for_coverage(pool, n, keep_last=True)
 
 
 def anchor_coverage(points_map: np.ndarray, T_map_cam: np.ndarray, K: np.ndarray, height: int, width: int,
