@@ -43,6 +43,7 @@ VGGT_PARAMS = dict(
     window_size=4, window_overlap=2, window_max_keyframes=6,
     keyframe_min_interval_s=0.0, keyframe_max_interval_s=0.5,
     status_period_s=0.3, map_publish_period_s=0.5,
+    skip_stale_non_keyframes=False,  # localize every frame even when the worker lags (counts below are exact)
 )
 
 

@@ -31,6 +31,7 @@ from ...model.scene_memory import SceneMemory, query_pass, run_anchor_pass
 from ...model.vggt import autocast_dtype
 from ..backend import BackendError
 from ..types import Frame, LocalizationResult, WindowReconstruction
+from .memory_store import SceneMemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,14 @@ class VGGTBackend:
         localize_depth / localize_points: also return per-query depth / point maps (costs DPT passes).
         memory_device: where the scene memory lives (default: the model's device).
         seed: seed for the anchor token subsets.
+        memory_store_dir: "" (default, off) or a folder where a window's scene memory is written when a
+            new window evicts it (:class:`~selfi_ros.engine.backends.memory_store.SceneMemoryStore`), for
+            relocalization later (:meth:`localize_in_window`).
+        memory_store_windows: bound on the stored windows (oldest deleted first; >= 1).
+
+    Memory: only the current window's scene memory is held in RAM; reconstructing a new window releases
+    the previous one (after writing it to the store when one is configured), so RAM does not grow with the
+    length of the run.
     """
 
     name = "vggt"
@@ -73,7 +82,8 @@ class VGGTBackend:
                  model_config: str = "full", device: str = "auto", dtype: str = "auto",
                  tokens_per_anchor: Union[str, int] = "all", query_batch_size: int = 8, image_width: int = 518,
                  preprocess_mode: str = "crop", kv_source: str = "auto", localize_depth: bool = True,
-                 localize_points: bool = False, memory_device: Optional[str] = None, seed: int = 0):
+                 localize_points: bool = False, memory_device: Optional[str] = None, seed: int = 0,
+                 memory_store_dir: str = "", memory_store_windows: int = 8):
         if model_config not in ("full", "tiny"):
             raise ValueError(f"model_config must be 'full' or 'tiny', got {model_config!r}")
         if preprocess_mode not in ("crop", "pad"):
@@ -109,6 +119,10 @@ class VGGTBackend:
         self.seed = int(seed)
         self._memory: Optional[SceneMemory] = None
         self._window_id: Optional[int] = None
+        self._anchor_stamps: list[int] = []
+        self.store: Optional[SceneMemoryStore] = (SceneMemoryStore(memory_store_dir, memory_store_windows)
+                                                  if memory_store_dir else None)
+        self.store_failures = 0
         self._fallback_K_count = 0
 
     # ----------------------------------------------------------------------------------------------
@@ -181,9 +195,10 @@ class VGGTBackend:
                     keep = np.zeros(c.shape[1:], bool)
                     keep[top:bottom, left:right] = True
                     c[i][~keep] = 0.0
+        self._evict()
         self._memory = memory
         self._window_id = int(window_id)
-        self._metas = metas
+        self._anchor_stamps = [int(f.stamp_ns) for f in anchors]
         return WindowReconstruction(
             window_id=int(window_id),
             stamps_ns=np.array([f.stamp_ns for f in anchors], dtype=np.int64),
@@ -192,6 +207,34 @@ class VGGTBackend:
             intrinsics_image=np.stack([m.K_net_to_orig(K) for m, K in zip(metas, Ks_ok)]),
             depth=depth, depth_conf=dconf, points=pts, points_conf=pconf, colors=colors,
             backend=self.name, random_weights=self.random_weights)
+
+    def _evict(self) -> None:
+        """Release the current scene memory (written to the store first, when one is configured)."""
+        if self._memory is not None and self.store is not None and self._window_id is not None:
+            try:
+                self.store.put(self._window_id, self._memory, {"anchor_stamps_ns": self._anchor_stamps})
+            except (OSError, RuntimeError) as e:  # a full disk must not stop mapping
+                self.store_failures += 1
+                log.warning("VGGTBackend: could not store the scene memory of window %d: %s", self._window_id, e)
+        self._memory = None
+
+    def localize_in_window(self, frames: Sequence[Frame], window_id: int) -> List[LocalizationResult]:
+        """Relocalize ``frames`` against window ``window_id``: the current one or one in the store.
+
+        Results are as :meth:`localize`, in THAT window's frame (its first anchor's camera; the caller
+        chains them with that window's ``T_map_window``).
+        Raises:
+            BackendError: unknown window (not current and not stored, or no store configured).
+        """
+        if self._memory is not None and window_id == self._window_id:
+            return self.localize(frames)
+        if self.store is None:
+            raise BackendError(f"window {window_id} is not current and no memory_store_dir is configured")
+        try:
+            memory, _ = self.store.get(window_id, device=self.memory_device)
+        except KeyError as e:
+            raise BackendError(str(e)) from e
+        return self._localize_with(memory, frames)
 
     def localize(self, frames: Sequence[Frame]) -> List[LocalizationResult]:
         """Query pass for ``frames`` against the current scene memory (window frame).
@@ -205,11 +248,14 @@ class VGGTBackend:
         """
         if self._memory is None:
             raise BackendError("localize called before any window was reconstructed")
+        return self._localize_with(self._memory, frames)
+
+    def _localize_with(self, memory: SceneMemory, frames: Sequence[Frame]) -> List[LocalizationResult]:
         if len(frames) == 0:
             return []
         images, metas = self._preprocess(frames)
         with self._amp():
-            res = query_pass(self.model, self._memory, images, batch_size=self.query_batch_size,
+            res = query_pass(self.model, memory, images, batch_size=self.query_batch_size,
                              with_depth=self.localize_depth, with_points=self.localize_points, autocast=False)
         H, W = images.shape[-2:]
         out = []
@@ -232,6 +278,7 @@ class VGGTBackend:
         return out
 
     def reset(self) -> None:
-        """Drop the scene memory."""
+        """Drop the scene memory (the on-disk store, if any, is kept)."""
         self._memory = None
         self._window_id = None
+        self._anchor_stamps = []

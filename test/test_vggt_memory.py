@@ -1,0 +1,121 @@
+"""Bounded memory of the vggt backend over long runs: a window roll-over releases the previous scene
+memory (RAM holds only the current one), and the optional on-disk store keeps at most N evicted memories
+that relocalize exactly like the in-RAM memory did. Tiny random-weight model (plumbing)."""
+import gc
+import os
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from selfi_ros.engine.backend import BackendError
+from selfi_ros.engine.backends.memory_store import SceneMemoryStore, load_scene_memory, save_scene_memory
+from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.engine.engine import Engine, EngineConfig
+from selfi_ros.engine.types import Frame
+
+torch.set_num_threads(1)
+WIDTH = 56
+
+
+def _frames(n, h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame(stamp_ns=10_000_000 * (i + 1), image=rng.integers(0, 255, (h, w, 3), dtype=np.uint8), index=i)
+            for i in range(n)]
+
+
+def _backend(**kw):
+    torch.manual_seed(0)
+    return VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=WIDTH, **kw)
+
+
+def test_window_rollover_releases_previous_memory():
+    b = _backend()
+    fr = _frames(9)
+    refs = []
+    for w in range(3):
+        b.reconstruct_window(w, fr[3 * w:3 * w + 3])
+        refs.append(weakref.ref(b.memory))
+    gc.collect()
+    assert [r() is not None for r in refs] == [False, False, True]
+    assert b.memory_bytes == refs[-1]().nbytes > 0
+    assert b.store is None  # off by default: nothing written anywhere
+
+
+def test_engine_long_run_holds_one_memory():
+    """Through the engine: many windows, and only the current window's memory is alive at the end."""
+    b = _backend()
+    seen = []
+    orig = b.reconstruct_window
+
+    def spy(wid, anchors):
+        out = orig(wid, anchors)
+        seen.append(weakref.ref(b.memory))
+        return out
+
+    b.reconstruct_window = spy
+    e = Engine(b, EngineConfig(window_size=3, window_overlap=1, window_max_keyframes=3, keyframe_min_interval_s=0.0,
+                               keyframe_max_interval_s=0.005, voxel_size=0.05))
+    for f in _frames(24, seed=1):
+        out = e.process_frame(f)
+        assert not out.rejected, out.rejected
+    gc.collect()
+    alive = [r() is not None for r in seen]
+    assert len(seen) >= 5 and alive.count(True) == 1 and alive[-1], alive
+    assert e.status().windows == len(seen)
+
+
+def test_memory_file_round_trip(tmp_path):
+    b = _backend()
+    b.reconstruct_window(0, _frames(3))
+    m = b.memory
+    n = save_scene_memory(m, str(tmp_path / "m.safetensors"), {"window_id": 0})
+    assert n > m.nbytes * 0.9
+    m2, extra = load_scene_memory(str(tmp_path / "m.safetensors"))
+    assert extra == {"window_id": 0}
+    assert (m2.num_anchors, m2.tokens_per_anchor, m2.image_size_hw, m2.kv_source, m2.query_special,
+            m2.random_weights) == (m.num_anchors, m.tokens_per_anchor, tuple(m.image_size_hw), m.kv_source,
+                                   m.query_special, True)
+    for a, c in zip(m.keys + m.values + m.positions + [m.anchor_camera_tokens],
+                    m2.keys + m2.values + m2.positions + [m2.anchor_camera_tokens]):
+        assert a.dtype == c.dtype and torch.equal(a, c)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(Exception):
+        load_scene_memory(str(tmp_path / "bad.safetensors"))
+
+
+def test_store_bounded_and_relocalizes_like_ram(tmp_path):
+    store_dir = tmp_path / "mem"
+    b = _backend(memory_store_dir=str(store_dir), memory_store_windows=2)
+    fr = _frames(16, seed=2)
+    probe = fr[15:]
+    expected = {}
+    for w in range(5):
+        b.reconstruct_window(w, fr[3 * w:3 * w + 3])
+        expected[w] = b.localize(probe)[0].extrinsics  # against the window while it is current
+    # windows 0..3 were evicted in turn; the store keeps the newest 2 of them
+    assert b.store.window_ids() == [2, 3]
+    assert sorted(os.listdir(store_dir)) == ["window_2.safetensors", "window_3.safetensors"]
+    assert 0 < b.store.nbytes <= 2.2 * b.memory_bytes
+    for w in (2, 3):  # stored windows relocalize exactly as before (same K/V, same query pass)
+        r = b.localize_in_window(probe, w)[0]
+        np.testing.assert_allclose(r.extrinsics, expected[w], atol=1e-6)
+    np.testing.assert_allclose(b.localize_in_window(probe, 4)[0].extrinsics, expected[4], atol=1e-6)  # current
+    assert not np.allclose(expected[2], expected[3], atol=1e-4)  # different windows give different answers
+    with pytest.raises(BackendError, match="not in the scene-memory store"):
+        b.localize_in_window(probe, 0)
+    # a restarted backend on the same folder keeps the bound
+    b2 = _backend(memory_store_dir=str(store_dir), memory_store_windows=2)
+    b2.reconstruct_window(10, fr[:3])
+    b2.reconstruct_window(11, fr[3:6])
+    assert b2.store.window_ids() == [3, 10]
+
+
+def test_store_arguments():
+    with pytest.raises(ValueError):
+        SceneMemoryStore("", 2)
+    b = _backend()
+    b.reconstruct_window(0, _frames(3))
+    with pytest.raises(BackendError, match="no memory_store_dir"):
+        b.localize_in_window(_frames(1), 5)
