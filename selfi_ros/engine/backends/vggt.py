@@ -70,6 +70,8 @@ class VGGTBackend:
             new window evicts it (:class:`~selfi_ros.engine.backends.memory_store.SceneMemoryStore`), for
             relocalization later (:meth:`localize_in_window`).
         memory_store_windows: bound on the stored windows (oldest deleted first; >= 1).
+        torch_threads: torch intra-op CPU threads for this process (0 = leave torch's default, one per
+            core). On small or shared CPUs 1 is faster and far steadier (benchmarks/results/query_cpu.md).
 
     Memory: only the current window's scene memory is held in RAM; reconstructing a new window releases
     the previous one (after writing it to the store when one is configured), so RAM does not grow with the
@@ -83,7 +85,7 @@ class VGGTBackend:
                  tokens_per_anchor: Union[str, int] = "all", query_batch_size: int = 8, image_width: int = 518,
                  preprocess_mode: str = "crop", kv_source: str = "auto", localize_depth: bool = True,
                  localize_points: bool = False, memory_device: Optional[str] = None, seed: int = 0,
-                 memory_store_dir: str = "", memory_store_windows: int = 8):
+                 memory_store_dir: str = "", memory_store_windows: int = 8, torch_threads: int = 0):
         if model_config not in ("full", "tiny"):
             raise ValueError(f"model_config must be 'full' or 'tiny', got {model_config!r}")
         if preprocess_mode not in ("crop", "pad"):
@@ -94,6 +96,10 @@ class VGGTBackend:
             raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
         if dtype not in ("auto", "fp32", "float32", *_DTYPES):
             raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+        if int(torch_threads) < 0:
+            raise ValueError(f"torch_threads must be >= 0, got {torch_threads}")
+        if int(torch_threads) > 0:
+            torch.set_num_threads(int(torch_threads))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
