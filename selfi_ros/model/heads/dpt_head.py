@@ -79,9 +79,16 @@ class ResidualConvUnit(nn.Module):
         self.conv1 = nn.Conv2d(features, features, 3, 1, 1, bias=True)
         self.conv2 = nn.Conv2d(features, features, 3, 1, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.relu(x)
-        return self.conv2(F.relu(self.conv1(a))) + a
+    def forward(self, x: torch.Tensor, consume: bool = False) -> torch.Tensor:
+        """``consume=True`` lets the unit overwrite ``x`` (the caller no longer needs it): ReLU and the
+        skip addition then run in place. Only used without autograd; the values are identical."""
+        inplace = consume and not torch.is_grad_enabled()
+        a = x.relu_() if inplace else F.relu(x)
+        h = self.conv1(a)
+        h = h.relu_() if inplace else F.relu(h)
+        out = self.conv2(h)
+        del h
+        return out.add_(a) if inplace else out + a
 
 
 class FeatureFusionBlock(nn.Module):
@@ -97,11 +104,19 @@ class FeatureFusionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None,
                 size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        return self._fuse(x, skip, size, consume=False)
+
+    def _fuse(self, x: torch.Tensor, skip: Optional[torch.Tensor], size: Optional[Tuple[int, int]],
+              consume: bool) -> torch.Tensor:
+        """:meth:`forward`; ``consume=True`` (no autograd, caller drops ``x`` and ``skip``) works in place."""
+        inplace = consume and not torch.is_grad_enabled()
         if self.has_residual:
             if skip is None:
                 raise ValueError("this fusion block needs a skip input")
-            x = x + self.resConfUnit1(skip)
-        x = self.resConfUnit2(x)
+            res = self.resConfUnit1(skip, consume=inplace)
+            x = x.add_(res) if inplace else x + res
+            del res
+        x = self.resConfUnit2(x, consume=inplace)
         if size is None:
             size = (2 * x.shape[-2], 2 * x.shape[-1])
         x = interpolate_bilinear(x, size)
@@ -175,10 +190,14 @@ class DPTHead(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _add_uv(x: torch.Tensor, W: int, H: int, ratio: float = 0.1) -> torch.Tensor:
+    def _add_uv(x: torch.Tensor, W: int, H: int, ratio: float = 0.1, inplace: bool = False) -> torch.Tensor:
+        """``x + ratio * uv`` (in place on ``x`` when ``inplace`` and autograd is off; same values)."""
         emb = uv_position_embedding(x.shape[1], x.shape[-2], x.shape[-1], W / H, dtype=x.dtype,
                                     device=x.device)
-        return x + ratio * emb[None]
+        emb = ratio * emb[None]
+        if inplace and not torch.is_grad_enabled():
+            return x.add_(emb)
+        return x + emb
 
     def _validate(self, aggregated_tokens_list, images) -> Tuple[int, int, int, int]:
         if images.ndim != 5 or images.shape[2] != 3:
@@ -219,33 +238,44 @@ class DPTHead(nn.Module):
             return torch.cat(outs, dim=1)
         return torch.cat([o[0] for o in outs], dim=1), torch.cat([o[1] for o in outs], dim=1)
 
-    def _forward_frames(self, tokens_list, H: int, W: int, patch_start_idx: int, s0: int, s1: int):
+    def _level(self, tokens_list, j: int, H: int, W: int, patch_start_idx: int, s0: int, s1: int
+               ) -> torch.Tensor:
+        """Level j (0..3): norm -> project -> (+UV) -> resize -> ``layer{j+1}_rn``, (B*S, features, h_j, w_j)."""
         ph, pw = H // self.patch_size, W // self.patch_size
-        feats = []
-        for j, layer in enumerate(self.intermediate_layer_idx):
-            x = tokens_list[layer][:, s0:s1, patch_start_idx:]
-            B, S, Np, C = x.shape
-            if Np != ph * pw:
-                raise ValueError(f"layer {layer} has {Np} patch tokens, expected {ph}x{pw}={ph * pw}")
-            x = self.norm(x.reshape(B * S, Np, C))
-            x = x.transpose(1, 2).reshape(B * S, C, ph, pw)
-            x = self.projects[j](x)
-            if self.pos_embed:
-                x = self._add_uv(x, W, H)
-            feats.append(self.resize_layers[j](x))
+        layer = self.intermediate_layer_idx[j]
+        x = tokens_list[layer][:, s0:s1, patch_start_idx:]
+        B, S, Np, C = x.shape
+        if Np != ph * pw:
+            raise ValueError(f"layer {layer} has {Np} patch tokens, expected {ph}x{pw}={ph * pw}")
+        x = self.norm(x.reshape(B * S, Np, C))
+        x = x.transpose(1, 2).reshape(B * S, C, ph, pw)
+        x = self.projects[j](x)
+        if self.pos_embed:
+            x = self._add_uv(x, W, H, inplace=True)
+        x = self.resize_layers[j](x)
+        return getattr(self.scratch, f"layer{j + 1}_rn")(x)
 
+    def _forward_frames(self, tokens_list, H: int, W: int, patch_start_idx: int, s0: int, s1: int):
+        # Levels are built coarse to fine right before their fusion block, so at most one level's
+        # maps are alive at a time (the result does not depend on the order: the levels are independent).
+        ph, pw = H // self.patch_size, W // self.patch_size
+        B = tokens_list[self.intermediate_layer_idx[0]].shape[0]
+        S = s1 - s0
         sc = self.scratch
-        r1, r2, r3, r4 = sc.layer1_rn(feats[0]), sc.layer2_rn(feats[1]), sc.layer3_rn(feats[2]), sc.layer4_rn(feats[3])
-        del feats
-        out = sc.refinenet4(r4, size=r3.shape[-2:])
-        out = sc.refinenet3(out, r3, size=r2.shape[-2:])
-        out = sc.refinenet2(out, r2, size=r1.shape[-2:])
-        out = sc.refinenet1(out, r1)
+        grid = [(ph * 4, pw * 4), (ph * 2, pw * 2), (ph, pw), ((ph - 1) // 2 + 1, (pw - 1) // 2 + 1)]
+        out = sc.refinenet4._fuse(self._level(tokens_list, 3, H, W, patch_start_idx, s0, s1), None,
+                                  grid[2], consume=True)
+        out = sc.refinenet3._fuse(out, self._level(tokens_list, 2, H, W, patch_start_idx, s0, s1),
+                                  grid[1], consume=True)
+        out = sc.refinenet2._fuse(out, self._level(tokens_list, 1, H, W, patch_start_idx, s0, s1),
+                                  grid[0], consume=True)
+        out = sc.refinenet1._fuse(out, self._level(tokens_list, 0, H, W, patch_start_idx, s0, s1),
+                                  None, consume=True)
         out = sc.output_conv1(out)
         out = interpolate_bilinear(out, (int(ph * self.patch_size / self.down_ratio),
                                          int(pw * self.patch_size / self.down_ratio)))
         if self.pos_embed:
-            out = self._add_uv(out, W, H)
+            out = self._add_uv(out, W, H, inplace=True)
         if self.feature_only:
             return out.reshape(B, S, *out.shape[1:])
         out = sc.output_conv2(out)

@@ -1,0 +1,344 @@
+"""Compare our VGGT implementation with the OFFICIAL one (facebookresearch/vggt): numerics, time, memory.
+
+The official code is NOT part of this repository: pass ``--official PATH`` pointing at a user's checkout
+of https://github.com/facebookresearch/vggt (the directory that contains the ``vggt`` package); it is
+imported from there at run time. The track head is not compared (both sides are built without it).
+
+What it does (facts file /work/shared/spec/ARCHITECTURE_FACTS.md, "How the facts were checked"):
+
+1. Draws ONE set of random weights, perturbed so that every branch matters: LayerScale gammas
+   U(0.1, 0.6), camera/register/cls tokens and pos_embed N(0, 0.5^2), random biases N(0, 0.1^2),
+   LayerNorm affines 1 + N(0, 0.1^2), every other weight N(0, 1/fan_in), and the last DPT conv x``--out-gain``.
+   Parameter names are identical by design, so the same state dict loads strictly into both models.
+2. ``numerics``: runs the same fp32 input through both models (CPU, no autocast, TF32 off) and reports the
+   max abs difference (and the max abs difference relative to max|official|) of pose_enc, pose_enc_list,
+   depth, depth_conf, world_points, world_points_conf.
+3. ``sweep``: time and peak memory of one forward for each frame count, each model in its OWN fresh
+   subprocess (CPU: peak RSS growth over the forward, measured with /proc/self/clear_refs + VmHWM; CUDA:
+   torch.cuda.max_memory_allocated growth). Ours and official alternate to share machine noise.
+
+Sizes: ``--size full`` is VGGT-1B (1.26 B parameters, ~5 GB fp32 per model); ``--size reduced`` is the
+same architecture at embed_dim 384 (DINOv2 ViT-S/14 with registers, 12 blocks), aggregator depth 8 (6 heads
+of 64), camera trunk 2 blocks, DPT features 128 - built from the official classes' own constructor
+arguments (the official ``VGGT`` class fixes ViT-L, so its aggregator/heads are constructed directly and
+the official ``VGGT.forward`` is used unchanged).
+
+Examples::
+
+    .venv/bin/python benchmarks/compare_official.py --official /path/to/vggt numerics --size full --frames 2 --hw 126 168
+    .venv/bin/python benchmarks/compare_official.py --official /path/to/vggt sweep --size reduced --frames 1 2 4 8 16 --hw 126 168
+
+RANDOM WEIGHTS: every output here is meaningless as geometry; this is a numerical-equivalence and cost check.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUTPUT_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+
+# reduced shape: (our VGGTConfig kwargs, official constructor kwargs)
+REDUCED = dict(embed_dim=384, depth=8, num_heads=6, dino_depth=12, dino_num_heads=6, enable_track=False,
+               dpt_layers=(1, 3, 5, 7), dpt_features=128, dpt_out_channels=(96, 192, 384, 384),
+               camera_trunk_depth=2, camera_num_heads=12)
+
+
+def our_config(size: str):
+    from selfi_ros.model.config import VGGTConfig
+
+    if size == "full":
+        return VGGTConfig(enable_track=False)
+    return VGGTConfig(**REDUCED)
+
+
+def build_official(official: str, size: str, device: str = "cpu"):
+    """The official model (imported from ``official``) at the given size, eval mode, random init."""
+    import torch
+    from torch import nn
+
+    if official not in sys.path:
+        sys.path.insert(0, official)
+    from vggt.models.vggt import VGGT  # noqa: E402  (the user's official checkout)
+
+    with torch.device(device):
+        if size == "full":
+            return VGGT(enable_track=False).eval()
+        from vggt.heads.camera_head import CameraHead
+        from vggt.heads.dpt_head import DPTHead
+        from vggt.models.aggregator import Aggregator
+
+        r = REDUCED
+        m = VGGT.__new__(VGGT)
+        nn.Module.__init__(m)
+        C = r["embed_dim"]
+        m.aggregator = Aggregator(img_size=518, patch_size=14, embed_dim=C, depth=r["depth"],
+                                  num_heads=r["num_heads"], patch_embed="dinov2_vits14_reg")
+        m.camera_head = CameraHead(dim_in=2 * C, trunk_depth=r["camera_trunk_depth"],
+                                   num_heads=r["camera_num_heads"])
+        kw = dict(dim_in=2 * C, features=r["dpt_features"], out_channels=list(r["dpt_out_channels"]),
+                  intermediate_layer_idx=list(r["dpt_layers"]))
+        m.point_head = DPTHead(output_dim=4, activation="inv_log", conf_activation="expp1", **kw)
+        m.depth_head = DPTHead(output_dim=2, activation="exp", conf_activation="expp1", **kw)
+        m.track_head = None
+        return m.eval()
+
+
+def perturbed_state_dict(size: str, seed: int = 0, out_gain: float = 1.0) -> Dict[str, "torch.Tensor"]:
+    """Random weights where every branch matters (see module docstring); names = checkpoint names."""
+    import torch
+
+    from selfi_ros.model.loading import build_model
+
+    model = build_model(our_config(size), meta=True)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in model.state_dict().items():
+        shape = tuple(p.shape)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "gamma":
+            t = torch.empty(shape).uniform_(0.1, 0.6, generator=g)
+        elif leaf in ("camera_token", "register_token", "cls_token", "register_tokens", "pos_embed",
+                      "camera_token_reloc", "register_token_reloc", "mask_token", "empty_pose_tokens"):
+            t = torch.randn(shape, generator=g) * 0.5
+        elif leaf == "bias":
+            t = torch.randn(shape, generator=g) * 0.1
+        elif len(shape) == 1:  # LayerNorm weights
+            t = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan_in = math.prod(shape[1:]) if not name.endswith("resize_layers.0.weight") and \
+                not name.endswith("resize_layers.1.weight") else shape[0]
+            t = torch.randn(shape, generator=g) / math.sqrt(max(fan_in, 1))
+        sd[name] = t.contiguous()
+    for head in ("depth_head", "point_head"):
+        k = f"{head}.scratch.output_conv2.2.weight"
+        if k in sd:
+            sd[k] = sd[k] * out_gain
+    return sd
+
+
+def _input(frames: int, hw, seed: int = 1):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, frames, 3, hw[0], hw[1], generator=g)
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _load(which: str, official: str, size: str, sd_path: str, device: str):
+    import torch
+
+    sd = torch.load(sd_path, map_location="cpu")
+    if which == "official":
+        model = build_official(official, size, device="cpu")
+        model.load_state_dict(sd, strict=True, assign=True)
+    else:
+        from selfi_ros.model.loading import _restore_buffers, build_model
+
+        model = build_model(our_config(size), meta=True)
+        model.load_state_dict(sd, strict=True, assign=True)
+        _restore_buffers(model, "cpu")
+    del sd
+    model = model.to(device).eval()
+    _release_free_heap()
+    return model
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``) so that the peak-RSS growth of the
+    forward is not hidden by memory freed while building the model (e.g. the official model's random
+    init replaced by ``load_state_dict(assign=True)``)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _outputs(which: str, model, images) -> Dict[str, "torch.Tensor"]:
+    if which == "official":
+        pred = model(images)
+        out = {k: pred[k] for k in OUTPUT_KEYS}
+        for i, p in enumerate(pred["pose_enc_list"]):
+            out[f"pose_enc_list.{i}"] = p
+        return out
+    res = model(images)
+    out = {k: getattr(res, k) for k in OUTPUT_KEYS}
+    for i, p in enumerate(res.pose_enc_list):
+        out[f"pose_enc_list.{i}"] = p
+    return out
+
+
+def worker(spec: dict) -> dict:
+    """One model, one measurement (own process). Returns timing/memory; saves outputs if asked."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = spec["device"]
+    model = _load(spec["which"], spec["official"], spec["size"], spec["sd_path"], dev)
+    images = _input(spec["frames"], spec["hw"]).to(dev)
+
+    def sync():
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    _release_free_heap()
+    res = {"which": spec["which"], "frames": spec["frames"], "hw": spec["hw"]}
+    with torch.inference_mode():
+        # first (cold) forward: peak memory
+        if dev.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            res["peak_reset"] = _reset_peak()
+            base = _rss_kb("VmRSS") * 1024
+        sync()
+        t0 = time.perf_counter()
+        out = _outputs(spec["which"], model, images)
+        sync()
+        res["t_first_s"] = time.perf_counter() - t0
+        if dev.startswith("cuda"):
+            res["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        else:
+            res["peak_mb"] = (_rss_kb("VmHWM") * 1024 - base) / 2**20
+        if spec.get("save"):
+            torch.save({k: v.detach().cpu() for k, v in out.items()}, spec["save"])
+        del out
+        gc.collect()
+        times = []
+        for _ in range(spec["repeats"]):
+            sync()
+            t0 = time.perf_counter()
+            out = _outputs(spec["which"], model, images)
+            sync()
+            times.append(time.perf_counter() - t0)
+            del out
+        res["t_s"] = min(times) if times else res["t_first_s"]
+    return res
+
+
+def run_worker(spec: dict) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--official", spec["official"], "worker", json.dumps(spec)],
+                       capture_output=True, text=True, cwd=str(ROOT))
+    if p.returncode != 0:
+        raise RuntimeError(f"worker failed ({spec['which']}, S={spec['frames']}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def compare_outputs(ours: dict, off: dict) -> Dict[str, dict]:
+    rows = {}
+    for k in off:
+        a, b = ours[k].double(), off[k].double()
+        if a.shape != b.shape:
+            rows[k] = {"shape_ours": list(a.shape), "shape_official": list(b.shape)}
+            continue
+        d = (a - b).abs().max().item()
+        scale = b.abs().max().item()
+        rows[k] = {"max_abs_diff": d, "max_abs_official": scale, "rel": d / max(scale, 1e-30),
+                   "shape": list(a.shape)}
+    return rows
+
+
+def _write_sd(size: str, seed: int, out_gain: float) -> str:
+    import torch
+
+    path = os.path.join(tempfile.gettempdir(), f"compare_official_{size}_{seed}_{out_gain}.pt")
+    if not os.path.exists(path):
+        torch.save(perturbed_state_dict(size, seed, out_gain), path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--official", required=True, help="path to a checkout of facebookresearch/vggt")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("numerics", "sweep"):
+        s = sub.add_parser(name)
+        s.add_argument("--size", choices=("full", "reduced"), default="reduced")
+        s.add_argument("--frames", type=int, nargs="+", default=[2] if name == "numerics" else [1, 2, 4, 8, 16])
+        s.add_argument("--hw", type=int, nargs=2, default=[126, 168])
+        s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--device", default="cpu")
+        s.add_argument("--repeats", type=int, default=0 if name == "numerics" else 1)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--out-gain", type=float, default=1.0, help="scale of the last DPT conv weights")
+        s.add_argument("--json", default=None, help="write the result rows here")
+    w = sub.add_parser("worker")
+    w.add_argument("spec")
+    args = ap.parse_args(argv)
+    official = str(Path(args.official).resolve())
+
+    if args.cmd == "worker":
+        print(json.dumps(worker(json.loads(args.spec))))
+        return 0
+
+    sd_path = _write_sd(args.size, args.seed, args.out_gain)
+    base = dict(official=official, size=args.size, sd_path=sd_path, hw=list(args.hw), threads=args.threads,
+                device=args.device, repeats=args.repeats)
+    rows: List[dict] = []
+    print(f"# {args.cmd} size={args.size} hw={args.hw} threads={args.threads} device={args.device} "
+          f"torch={__import__('torch').__version__} {platform.processor() or platform.machine()}")
+    for S in args.frames:
+        outs = {}
+        res = {}
+        order = ("official", "ours") if len(rows) % 2 == 0 else ("ours", "official")
+        for which in order:
+            spec = dict(base, which=which, frames=S)
+            if args.cmd == "numerics":
+                spec["save"] = os.path.join(tempfile.gettempdir(), f"compare_official_out_{which}_{S}.pt")
+            res[which] = run_worker(spec)
+            if args.cmd == "numerics":
+                import torch
+
+                outs[which] = torch.load(spec["save"])
+        row = {"frames": S, "ours": res["ours"], "official": res["official"],
+               "time_ratio": res["ours"]["t_s"] / res["official"]["t_s"],
+               "mem_ratio": res["ours"]["peak_mb"] / max(res["official"]["peak_mb"], 1e-9)}
+        if args.cmd == "numerics":
+            row["diffs"] = compare_outputs(outs["ours"], outs["official"])
+            for k, v in row["diffs"].items():
+                print(f"S={S} {k:22s} " + (f"max|diff|={v['max_abs_diff']:.3e}  max|official|={v['max_abs_official']:.3e}"
+                                            if "max_abs_diff" in v else f"SHAPE MISMATCH {v}"))
+        print(f"S={S} time ours {res['ours']['t_s']:.2f}s official {res['official']['t_s']:.2f}s "
+              f"(ratio {row['time_ratio']:.2f}); peak ours {res['ours']['peak_mb']:.0f} MB official "
+              f"{res['official']['peak_mb']:.0f} MB (ratio {row['mem_ratio']:.2f})", flush=True)
+        rows.append(row)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
