@@ -37,14 +37,12 @@ from .data import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, SAMPLE
 PACKAGE_PARENT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 DEFAULT_DOMAIN_ID = 71
 
-#: node parameters used by the demo for the sample (slow orbit: lower keyframe flow, 6-anchor windows)
+#: node parameters the demo sets: only the sample's topics and transport (JPEG images); everything else is
+#: the node's default (config/selfi.yaml), so the demo shows what a robot gets out of the box
 DEMO_NODE_PARAMS = {
     "image_topic": IMAGE_TOPIC.rsplit("/compressed", 1)[0],
     "image_transport": "compressed",
     "camera_info_topic": CAMERA_INFO_TOPIC,
-    "keyframe_min_flow_px": 5.0,
-    "window_size": 6,
-    "queue_size": 8,
 }
 
 
@@ -119,7 +117,7 @@ def _stop(proc: subprocess.Popen, name: str, timeout: float = 20.0) -> int:
 
 
 def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str] = None, backend: str = "colmap",
-             rate: float = 0.25, domain_id: int = DEFAULT_DOMAIN_ID, node_params: Optional[dict] = None,
+             rate: float = 1.0, domain_id: int = DEFAULT_DOMAIN_ID, node_params: Optional[dict] = None,
              child_frame: str = CAMERA_FRAME, settle_s: float = 4.0, timeout_s: float = 600.0,
              verbose: bool = True) -> dict:
     """Run the demo (see module docstring) and return the summary dict (also written to summary.json).
@@ -236,6 +234,7 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
         gt = SAMPLE_GT_TUM if os.path.abspath(bag) == os.path.abspath(SAMPLE_BAG) else \
             gt_from_bag(bag, GT_TOPIC, os.path.join(out_dir, "groundtruth.tum"))
     st = rec.get("status", {})
+    diag = rec.get("diagnostics", {})
     lat = rec.get("latency_image_to_tf", {})
     ev = None
     ev_error = ""
@@ -258,6 +257,11 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
         "images_seen_by_recorder": rec.get("images_seen", 0),
         "frames_in": st.get("frames_in"),
         "frames_dropped": st.get("frames_dropped"),
+        "frames_dropped_queue_full": _int_or_none(diag.get("count_queue_full", 0 if diag else None)),
+        "frames_skipped_under_load": _int_or_none(diag.get("count_skipped_under_load", 0 if diag else None)),
+        "window_failures": _int_or_none(diag.get("engine_window_failures")),
+        "window_recoveries": _int_or_none(diag.get("engine_window_recoveries")),
+        "map_segments": _int_or_none(diag.get("engine_map_segments")),
         "frames_rejected": st.get("frames_rejected"),
         "frames_lost_in_transport": (n_images - st["frames_in"]) if st.get("frames_in") is not None else None,
         "keyframes": st.get("keyframes"),
@@ -290,6 +294,13 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
     return summary
 
 
+def _int_or_none(v) -> Optional[int]:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def format_summary(s: dict) -> str:
     """Human-readable lines of the figures the demo reports."""
     lat = s["latency_image_to_tf_ms"]
@@ -299,10 +310,13 @@ def format_summary(s: dict) -> str:
         return "n/a" if v is None else fmt.format(v)
 
     lines = [
-        f"frames in: {s['frames_in']} of {s['images_in_bag']} played (dropped by the node: {s['frames_dropped']}, "
-        f"rejected: {s['frames_rejected']}, lost in transport: {s['frames_lost_in_transport']})",
-        f"keyframes: {s['keyframes']}, windows: {s['windows']}, poses on /tf: {s['poses_received']}, "
-        f"map points: {s['map_points']}",
+        f"frames in: {s['frames_in']} of {s['images_in_bag']} played (dropped by the node: {s['frames_dropped']} = "
+        f"queue full {s.get('frames_dropped_queue_full')} + not localized under load "
+        f"{s.get('frames_skipped_under_load')}; rejected: {s['frames_rejected']}, lost in transport: "
+        f"{s['frames_lost_in_transport']})",
+        f"keyframes: {s['keyframes']}, windows: {s['windows']} (failed attempts {s.get('window_failures')}, "
+        f"recovered {s.get('window_recoveries')}, map discontinuities {s.get('map_segments')}), "
+        f"poses on /tf: {s['poses_received']}, map points: {s['map_points']}",
         f"latency image -> TF: p50 {f(lat.get('p50_ms'))} ms, p95 {f(lat.get('p95_ms'))} ms "
         f"({lat.get('count')} poses; after the first pose: p50 {f(s2.get('p50_ms'))} ms, "
         f"p95 {f(s2.get('p95_ms'))} ms over {s2.get('count')})",
@@ -322,8 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                    f"{GT_TOPIC} topic)")
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     parser.add_argument("--backend", default="colmap", help="node backend (default colmap: CPU, no weights)")
-    parser.add_argument("--rate", type=float, default=0.25,
-                        help="playback speed factor (default 0.25: the 5 Hz sample at 1.25 Hz, which the CPU colmap backend keeps up with on 2 cores)")
+    parser.add_argument("--rate", type=float, default=1.0,
+                        help="playback speed factor (default 1.0: the recorded 5 Hz; frames the node cannot "
+                             "process in time are dropped and counted)")
     parser.add_argument("--domain-id", type=int, default=DEFAULT_DOMAIN_ID, help="ROS_DOMAIN_ID of the demo")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter (repeatable), e.g. --param window_size:=8")

@@ -61,16 +61,17 @@ class EngineConfig:
 
     # keyframe selection
     keyframe_min_interval_s: float = 0.0  # never two keyframes closer than this (s)
-    keyframe_max_interval_s: float = 2.0  # force a keyframe after this long (s)
-    keyframe_min_flow_px: float = 20.0  # median image motion (px at 256 px width) to make a keyframe
+    keyframe_max_interval_s: float = 1.0  # force a keyframe after this long (s)
+    keyframe_min_flow_px: float = 5.0  # median image motion to make a keyframe (px at 256 px width: 2% of the width)
     keyframe_min_odom_dist_m: float = 0.10  # or this much odometry translation (m)
     keyframe_buffer_size: int = 64  # bounded keyframe buffer (frames)
     # windows / anchors
-    window_size: int = 8  # anchors reconstructed jointly per window
+    window_size: int = 6  # anchors reconstructed jointly per window
     window_overlap: int = 2  # anchors shared with the previous window (for Sim(3) chaining)
     window_max_keyframes: int = 24  # keyframes localized against one window before a new one starts
     min_localization_confidence: float = 0.3  # below this a new window is triggered
     localize_non_keyframes: bool = True  # also localize frames that are not keyframes
+    skip_stale_non_keyframes: bool = True  # when newer frames wait (node queue), skip localizing non-keyframes (counted)
     # map
     voxel_size: float = 0.02  # voxel edge of the accumulated map (map units)
     max_map_points: int = 2_000_000  # hard bound on accumulated map points
@@ -271,7 +272,8 @@ class Engine:
                 selection still runs (cheap optical flow) and keyframes are fully processed, but a frame
                 that is not a keyframe is neither localized nor held: no pose, counted in
                 ``status().localization_skipped``. This keeps the newest frames and the keyframes
-                flowing when the backend is slower than the camera.
+                flowing when the backend is slower than the camera. Ignored when the config's
+                ``skip_stale_non_keyframes`` is False.
         """
         with self._lock:
             st = self._status
@@ -308,7 +310,8 @@ class Engine:
             self._status.keyframes += 1
             self._status.keyframes_dropped += self.keyframes.dropped - before
 
-        if kf is None and under_load and (c.localize_non_keyframes or self._T_map_window is None):
+        if kf is None and under_load and c.skip_stale_non_keyframes and (
+                c.localize_non_keyframes or self._T_map_window is None):
             self._status.localization_skipped += 1
             return out
         if self._T_map_window is None:  # ---------------- building the first window

@@ -76,7 +76,7 @@ class KeyframeSelector:
     the last keyframe's features could be tracked. ``min_flow_px <= 0`` disables the flow test.
     """
 
-    def __init__(self, min_interval_s: float = 0.0, max_interval_s: float = 2.0, min_flow_px: float = 20.0,
+    def __init__(self, min_interval_s: float = 0.0, max_interval_s: float = 1.0, min_flow_px: float = 5.0,
                  min_odom_dist_m: float = 0.10, min_tracked_fraction: float = 0.3, max_features: int = 200):
         self.min_interval_ns = int(min_interval_s * 1e9)
         self.max_interval_ns = int(max_interval_s * 1e9) if max_interval_s > 0 else None

@@ -93,15 +93,15 @@ class WindowPolicy:
             candidates: keyframes since that window (time order; poses when localized).
 
         Returns:
-            Up to ``window_size`` keyframes in time order (fewer when not enough exist): the most recent
-            ``overlap`` previous anchors and the new ones chosen for coverage. When there are fewer
-            candidates than free slots, more (recent) previous anchors fill the window.
+            Up to ``window_size`` keyframes in time order: the most recent ``overlap`` previous anchors and
+            up to ``window_size - overlap`` new ones chosen for coverage. With fewer candidates the window
+            is smaller: it is not filled with older previous anchors, which would stretch it back in time
+            (less shared content, and a backend like COLMAP then fails to register the oldest).
         """
         candidates = list(candidates)
         n_new = min(len(candidates), self.window_size - min(self.overlap, len(previous)))
         new = select_for_coverage(candidates, n_new, keep_last=True)
-        n_old = min(len(previous), self.window_size - len(new))
-        old = select_recent(list(previous), n_old)
+        old = select_recent(list(previous), min(len(previous), self.overlap))
         return _time_order(old + new)
 
     def select_with_other_overlap(self, previous: Sequence[Keyframe], candidates: Sequence[Keyframe],
@@ -110,10 +110,10 @@ class WindowPolicy:
         """Anchors for a retry after a failed window, with *other* overlap frames.
 
         The new anchors are chosen as in :meth:`select_anchors`; the ``overlap`` shared frames are the most
-        recent keyframes not among them and not in ``exclude_stamps`` (the overlap frames of the failed
-        attempts) that are either a previous anchor or localized with confidence >= ``min_confidence``
-        (default: the policy's ``min_confidence``). Such frames are known in the map, so the window can be
-        chained through them. Returns [] when no such frame exists.
+        recent candidates not among them and not in ``exclude_stamps`` that were localized with confidence
+        >= ``min_confidence`` (default: the policy's ``min_confidence``). Such frames are known in the map,
+        so the window can be chained through them; older previous anchors are not used (they see even
+        less of the new keyframes than the ones that failed). Returns [] when no such frame exists.
         """
         mc = self.min_confidence if min_confidence is None else float(min_confidence)
         candidates = list(candidates)
@@ -121,10 +121,8 @@ class WindowPolicy:
         n_new = min(len(candidates), self.window_size - self.overlap)
         new = select_for_coverage(candidates, n_new, keep_last=True)
         chosen = {id(k) for k in new}
-        prev_ids = {id(k) for k in previous}
-        pool = [k for k in list(previous) + candidates
-                if id(k) not in chosen and k.stamp_ns not in excl and k.T_map_cam is not None
-                and (id(k) in prev_ids or k.confidence >= mc)]
+        pool = [k for k in candidates
+                if id(k) not in chosen and k.stamp_ns not in excl and k.T_map_cam is not None and k.confidence >= mc]
         if not pool:
             return []
         old = select_recent(_time_order(pool), min(len(pool), self.window_size - len(new)))

@@ -5,8 +5,12 @@ matched by stamp (approximate sync, ``sync_threshold_ms``), optional ``nav_msgs/
 ``/tf_static`` for the ``base_frame -> camera`` extrinsics (chains through intermediate frames).
 
 Each image is converted to a :class:`~selfi_ros.engine.types.Frame` in its callback, validated (encoding,
-size, CameraInfo agreement, intrinsics, stamp order) and put into a bounded queue (oldest dropped when
-full); a worker thread owns the engine, so callbacks never block on inference. Every rejection or drop
+size, CameraInfo agreement, intrinsics, stamp order) and put into a bounded queue (when full, the frame
+whose removal leaves the smallest time gap is dropped, so that the queue spans a long stall); a worker
+thread owns the engine, so callbacks never block on inference. When newer frames wait in the queue, the
+worker passes ``under_load`` to the engine: keyframes are still fully processed, other frames are not
+localized (``skip_stale_non_keyframes``; counted as dropped, reason ``skipped_under_load``), so that the
+worker catches up with the newest frame instead of lagging behind. Every rejection or drop
 is logged (throttled) and counted by reason (``~/status``, ``/diagnostics``).
 
 Outputs, stamped with the image stamp: ``/tf`` (REP-105: ``map -> odom`` with odometry, ``map ->
@@ -86,8 +90,15 @@ class _Info:
     error: str
 
 
-class _DropOldestQueue:
-    """Bounded FIFO: ``put`` never blocks; when full it drops the oldest item and returns it."""
+class _ThinningQueue:
+    """Bounded FIFO of frames (items with ``stamp_ns``) that keeps its time coverage when full.
+
+    ``put`` never blocks. When full, it drops the waiting frame whose removal leaves the smallest time gap
+    between its neighbours (the newest frame is always kept; with ``maxsize`` < 3 the oldest is dropped)
+    and returns it. During a long stall of the worker (a window reconstruction) the queue thus holds frames
+    spread over the whole stall instead of only the last few: keyframe selection still sees intermediate
+    views, so the map is not left with a gap that nothing can be localized across.
+    """
 
     def __init__(self, maxsize: int) -> None:
         self._d: collections.deque = collections.deque()
@@ -96,8 +107,16 @@ class _DropOldestQueue:
 
     def put(self, item) -> Any:
         with self._cv:
-            dropped = self._d.popleft() if len(self._d) >= self._max else None
             self._d.append(item)
+            dropped = None
+            if len(self._d) > self._max:
+                if len(self._d) < 4:
+                    dropped = self._d.popleft()
+                else:  # interior item with the smallest gap between its neighbours (ties: the oldest)
+                    st = [x.stamp_ns for x in self._d]
+                    k = min(range(1, len(st) - 1), key=lambda i: st[i + 1] - st[i - 1])
+                    dropped = self._d[k]
+                    del self._d[k]
             self._cv.notify()
             return dropped
 
@@ -160,7 +179,7 @@ class SelfiNode:
         self._pending: collections.deque = collections.deque()
         self._infos: collections.deque = collections.deque(maxlen=50)
         self._recv_wall: collections.OrderedDict = collections.OrderedDict()  # stamp -> receive wall time
-        self._queue = _DropOldestQueue(cfg.queue_size)
+        self._queue = _ThinningQueue(cfg.queue_size)
         self._commands: collections.deque = collections.deque()
         self._odom_in: collections.deque = collections.deque(maxlen=1000)
         self._odom_hist: collections.deque = collections.deque(maxlen=2000)  # (stamp, T_odom_base)
@@ -432,8 +451,12 @@ class SelfiNode:
                 continue
             while self._odom_in:
                 self.engine.add_odometry(self._odom_in.popleft())
+            # newer frames waiting: this one is stale; the engine still checks it for a keyframe but (with
+            # skip_stale_non_keyframes) does not localize it, so the worker catches up with the newest frame
+            under_load = len(self._queue) > 0
+            skipped = int(getattr(self._engine_status, "localization_skipped", 0))
             try:
-                out = self.engine.process_frame(frame)
+                out = self.engine.process_frame(frame, under_load=under_load)
             except Exception as e:  # noqa: BLE001 - the engine promises not to raise; never kill the worker
                 self.log.error(f"engine failed on frame {frame.stamp_ns}: {type(e).__name__}: {e}")
                 out = EngineOutput(rejected=f"exception: {e}")
@@ -442,6 +465,9 @@ class SelfiNode:
             except Exception as e:  # noqa: BLE001
                 self.log.error(f"publishing failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             self._engine_status = self.engine.status()
+            if int(getattr(self._engine_status, "localization_skipped", 0)) > skipped:
+                self._count("skipped_under_load", f"frame {frame.stamp_ns} not localized (not a keyframe, "
+                            f"{len(self._queue)} newer frames waiting)", dropped=True)
             if out.window is not None and self.random_weights:
                 self.warn_throttled("random_weights_output", f"window {out.window.window_id} published from a "
                                     "model with RANDOM WEIGHTS: poses and clouds are meaningless (plumbing only)")
@@ -622,6 +648,10 @@ class SelfiNode:
         with self._lock:
             counts = sorted(self.counts.items())
         vals = {**v, **{f"count_{k}": n for k, n in counts}}
+        es = self._engine_status
+        for k in ("window_failures", "window_recoveries", "map_segments", "localization_skipped"):
+            if hasattr(es, k):  # map_segments: map discontinuities (windows that could not be chained)
+                vals[f"engine_{k}"] = getattr(es, k)
         last_err = getattr(self._engine_status, "last_error", "")
         if last_err:
             vals["engine_last_error"] = last_err

@@ -53,7 +53,7 @@ class NodeConfig:
     tokens_per_anchor: int = 0  # scene-memory tokens kept per anchor (vggt); 0 = backend default
     image_width: int = 0  # model input width (px); 0 = backend default
     # queue and outputs
-    queue_size: int = 4  # frames waiting for the engine worker; the oldest is dropped when full (frames)
+    queue_size: int = 4  # frames waiting for the engine worker; when full, one is dropped keeping time coverage (frames)
     path_max_length: int = 2000  # poses kept in nav_msgs/Path (poses)
     map_publish_period_s: float = 2.0  # ~/map_cloud republish period when subscribed (s)
     status_period_s: float = 1.0  # ~/status and /diagnostics period (s)

@@ -45,6 +45,7 @@ class RecorderConfig:
     map_topic: str = "/selfi_node/map_cloud"  # latched PointCloud2 map (last one saved as PLY)
     cloud_topics: tuple = ("/selfi_node/window_cloud",)  # other PointCloud2 topics (counted, sizes kept)
     status_topic: str = "/selfi_node/status"  # selfi_ros/SelfiStatus
+    diagnostics_topic: str = "/diagnostics"  # diagnostic_msgs/DiagnosticArray (the node's key/values kept)
     image_topic: str = "/camera/image_raw/compressed"  # input images (receive times for latency)
     image_type: str = "compressed"  # compressed | raw
 
@@ -70,6 +71,7 @@ class Recording:
     map_recv_ns: int = 0
     status: dict = field(default_factory=dict)
     status_recv_ns: int = 0
+    diagnostics: dict = field(default_factory=dict)  # last key -> value (str) of the node's diagnostic status
     tf_other_frames: set = field(default_factory=set)  # (parent, child) pairs seen but not recorded
 
 
@@ -131,6 +133,10 @@ class Recorder:
                 self._subs.append(node.create_subscription(SelfiStatus, c.status_topic, self._on_status, 10))
             except ImportError:
                 node.get_logger().warning("selfi_ros.msg not built: status not recorded")
+        if c.diagnostics_topic:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            self._subs.append(node.create_subscription(DiagnosticArray, c.diagnostics_topic, self._on_diag, 10))
         if c.image_topic:
             cls = CompressedImage if c.image_type == "compressed" else Image
             self._subs.append(node.create_subscription(cls, c.image_topic, self._on_image, qos_profile_sensor_data))
@@ -187,6 +193,14 @@ class Recorder:
             self._count(self.cfg.status_topic)
             self.rec.status = _status_to_dict(msg)
             self.rec.status_recv_ns = self._now_ns()
+
+    def _on_diag(self, msg) -> None:
+        """Keep the key/values of the node's reconstruction status (e.g. ``count_skipped_under_load``)."""
+        for st in msg.status:
+            if "reconstruction" in st.name:
+                with self._lock:
+                    self._count(self.cfg.diagnostics_topic)
+                    self.rec.diagnostics = {kv.key: kv.value for kv in st.values}
 
     # ------------------------------------------------------------------ results
     def latencies(self) -> tuple[list, list]:
@@ -254,6 +268,7 @@ class Recorder:
                 "map_points": 0 if self.rec.map_points is None else int(len(self.rec.map_points)),
                 "map_frame_id": self.rec.map_frame_id,
                 "status": dict(self.rec.status),
+                "diagnostics": dict(self.rec.diagnostics),
                 "tf_other_frames": sorted(f"{a}->{b}" for a, b in self.rec.tf_other_frames),
                 "latency_image_to_tf": latency_stats(img_lat),
                 "latency_image_to_tf_after_first_pose": latency_stats(steady),
