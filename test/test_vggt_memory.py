@@ -119,3 +119,18 @@ def test_store_arguments():
     b.reconstruct_window(0, _frames(3))
     with pytest.raises(BackendError, match="no memory_store_dir"):
         b.localize_in_window(_frames(1), 5)
+
+
+def test_backend_options_from_node_parameters(tmp_path):
+    """The node passes memory_store_dir / memory_store_windows / torch_threads only when set."""
+    from selfi_ros.ros.params import NodeConfig, backend_options
+
+    assert not {"memory_store_dir", "memory_store_windows", "torch_threads"} & set(backend_options(NodeConfig()))
+    opts = backend_options(NodeConfig(backend="vggt", allow_random_weights=True, model_config="tiny",
+                                      image_width=WIDTH, memory_store_dir=str(tmp_path / "m"),
+                                      memory_store_windows=3, torch_threads=1))
+    assert opts["memory_store_dir"] == str(tmp_path / "m") and opts["memory_store_windows"] == 3
+    b = VGGTBackend(**opts)
+    assert b.store is not None and b.store.max_windows == 3 and torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="torch_threads"):
+        VGGTBackend(allow_random_weights=True, model_config="tiny", torch_threads=-1)

@@ -52,6 +52,9 @@ class NodeConfig:
     device: str = "cpu"  # torch device (vggt): cpu | cuda | cuda:N
     tokens_per_anchor: int = 0  # scene-memory tokens kept per anchor (vggt); 0 = backend default
     image_width: int = 0  # model input width (px); 0 = backend default
+    memory_store_dir: str = ""  # vggt: folder keeping evicted window scene memories for relocalization; empty = off
+    memory_store_windows: int = 0  # vggt: bound on stored scene memories (windows, oldest deleted); 0 = backend default (8)
+    torch_threads: int = 0  # vggt: torch CPU threads (1 is best on small/shared CPUs); 0 = torch default (all cores)
     # queue and outputs
     queue_size: int = 4  # frames waiting for the engine worker; when full, one is dropped keeping time coverage (frames)
     path_max_length: int = 2000  # poses kept in nav_msgs/Path (poses)
@@ -187,7 +190,8 @@ def backend_options(cfg: NodeConfig) -> dict[str, Any]:
     """Backend keyword options that were set (non-empty / non-zero / True) - backends take only their own,
     so unset options are not passed."""
     opts = {}
-    for k in ("checkpoint", "allow_random_weights", "model_config", "device", "tokens_per_anchor", "image_width"):
+    for k in ("checkpoint", "allow_random_weights", "model_config", "device", "tokens_per_anchor", "image_width",
+              "memory_store_dir", "memory_store_windows", "torch_threads"):
         v = getattr(cfg, k)
         if k == "device" and v == "cpu":
             continue
