@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, raw_backbone_features  # noqa: E402
 from selfi_ros.alignment.bundle_adjustment import (BAProblem, bundle_adjust, camera_errors,  # noqa: E402
-                                                   problem_from_matches, rotvec_to_matrix)
+                                                   problem_from_matches, robust_bundle_adjust, rotvec_to_matrix)
 from selfi_ros.alignment.depth_correction import correct_depths  # noqa: E402
 from selfi_ros.alignment.loss import match_metrics, soft_argmax_matches  # noqa: E402
 from selfi_ros.alignment.matching import Matches, match_features  # noqa: E402
@@ -187,6 +187,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/alignment_cpu.md")
     ap.add_argument("--json", default=None, help="also write raw numbers here")
+    ap.add_argument("--save-adapter", default=None, help="save the trained adapter (safetensors) here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -249,6 +250,10 @@ def main() -> int:
             curve.append((step, m, float(np.mean(losses[-args.eval_every:]))))
             print(f"step {step}: loss {curve[-1][2]:.1f} {m.pck} ({time.time() - t_train:.0f} s)", file=sys.stderr)
     t_train = time.time() - t_train
+    if args.save_adapter:
+        from selfi_ros.alignment.adapter import save_adapter
+        save_adapter(trainer.adapter, args.save_adapter, {"step": args.steps, "random_backbone": "true",
+                                                          "pseudo_gt": "given (rendered ground truth)"})
 
     # self-supervised path end to end (pseudo-GT from the backbone's own predictions) - plumbing only
     ss = AdapterTrainer(backbone, FeatureAdapter(AdapterConfig.for_backbone(vcfg)), pseudo_gt="model",
@@ -281,10 +286,15 @@ def main() -> int:
     with torch.no_grad():
         feats = adapter_fn(clip_ba)[0]
     pairs = [(i, j) for i in range(n_ba) for j in range(i + 1, n_ba)]
+    near = [(i, j) for (i, j) in pairs if j - i <= 2]
     match_sets = {
-        "ground-truth correspondences": {p: gt_matches(*p) for p in pairs},
-        "trained adapter (mutual NN, stride 4)": {p: match_features(feats[p[0]], feats[p[1]], stride=4, cycle_px=1.5,
-                                                                    ratio=0.95) for p in pairs},
+        "ground-truth correspondences (all 15 pairs)": {p: gt_matches(*p) for p in pairs},
+        "trained adapter, mutual NN stride 4 (9 pairs with |i-j| <= 2)": {
+            p: match_features(feats[p[0]], feats[p[1]], stride=4, cycle_px=1.5, ratio=0.95) for p in near},
+    }
+    settings = {  # (gate px, robust rounds)
+        "ground-truth correspondences (all 15 pairs)": (None, None),
+        "trained adapter, mutual NN stride 4 (9 pairs with |i-j| <= 2)": (10.0, (8.0, 4.0, 2.0)),
     }
     for name, ms in match_sets.items():
         # correctness of the matches vs GT projection (px)
@@ -298,9 +308,15 @@ def main() -> int:
             errs.append(e[gtm.valid[0, 0].numpy()])
         errs = np.concatenate(errs) if errs else np.zeros(0)
         st: dict = {}
-        prob = problem_from_matches(ms, D_gt, E_pert, Ks, max_init_reproj_px=10.0, max_per_pair=150, stats=st)
+        gate, rounds = settings[name]
+        prob = problem_from_matches(ms, D_gt, E_pert, Ks, max_init_reproj_px=gate, max_per_pair=150, stats=st)
         t_ba = time.time()
-        res = bundle_adjust(prob, huber_px=1.0, max_nfev=200)
+        if rounds is None:
+            res = bundle_adjust(prob, huber_px=1.0, max_nfev=200)
+            st["rejected_by_ba"] = 0
+        else:
+            res, keep = robust_bundle_adjust(prob, reject_px=rounds, huber_px=1.0, max_nfev=200)
+            st["rejected_by_ba"] = int((~keep).sum())
         t_ba = time.time() - t_ba
         r0, tr0 = camera_errors(E_pert, E_gt)
         r1, tr1 = camera_errors(res.extrinsics, E_gt)
@@ -315,7 +331,8 @@ def main() -> int:
     drift = [(1.0 + 0.1 * np.sin(k), 0.05 * np.cos(k)) for k in range(n_ba)]
     D_drift = np.stack([a * D_gt[k] + b for k, (a, b) in enumerate(drift)]) * (D_gt > 0)
     # BA points: the GT-matched problem rebuilt with drifted depth (as a VGGT-like init) and re-solved
-    prob_d = problem_from_matches(match_sets["ground-truth correspondences"], D_drift, E_pert, Ks, max_per_pair=150)
+    prob_d = problem_from_matches(match_sets["ground-truth correspondences (all 15 pairs)"], D_drift, E_pert, Ks,
+                                  max_per_pair=150)
     res_d = bundle_adjust(prob_d, huber_px=1.0, max_nfev=200)
     # express everything in the GT scale (BA keeps the mean camera distance of its start, not GT's)
     C_ba = -np.einsum("nji,nj->ni", res_d.extrinsics[:, :, :3], res_d.extrinsics[:, :, 3])
@@ -367,17 +384,18 @@ def main() -> int:
               + ". With random weights the predicted geometry is noise, so (almost) no correspondence passes "
               "the visibility test and the adapter is not updated (counted as `empty_steps`); this is the "
               "expected plumbing-only behaviour.", ""]
-    lines += ["## 2. Bundle adjustment from perturbed poses (held-out trajectory, 6 frames, all 15 pairs)", "",
+    lines += ["## 2. Bundle adjustment from perturbed poses (held-out trajectory, 6 frames)", "",
               "Start: GT poses with camera 0 fixed, the others perturbed by 1.5° (per-axis σ) rotation and "
               "5 cm (per-axis σ) translation; points from the GT depth unprojected with the perturbed poses. "
-              "Matches are gated by their reprojection under the initial (perturbed) geometry (<= 10 px) and "
-              "capped at 150 per pair (best score first). Errors: mean over cameras 1-5 after scaling centres "
+              "At most 150 matches per pair (best score first). Adapter matches are also gated by their "
+              "reprojection under the initial (perturbed) geometry (<= 10 px) and BA runs with outlier-rejection "
+              "rounds (points with any residual > 8, 4, 2 px dropped; `robust_bundle_adjust`). Errors: mean over cameras 1-5 after scaling centres "
               "to GT (camera 0 = gauge); centre error in scene units (the room is 6 x 7 units).", "",
-              "| matches | match median err (px) | within 3 px | matches given / gated out / used | rot err before → after (°) | "
+              "| matches | match median err (px) | within 3 px | matches given / gated / used / rejected in BA | rot err before → after (°) | "
               "centre err before → after | reproj RMS before → after (px) | BA time (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for r in ba_rows:
-        lines.append(f"| {r['name']} | {r['match_med']:.2f} | {r['match_in3']:.3f} | {r['stats']['given']} / {r['stats']['gated']} / {r['stats']['kept']} | "
+        lines.append(f"| {r['name']} | {r['match_med']:.2f} | {r['match_in3']:.3f} | {r['stats']['given']} / {r['stats']['gated']} / {r['stats']['kept']} / {r['stats']['rejected_by_ba']} | "
                      f"{r['rot0']:.3f} → {r['rot1']:.3f} | {r['t0']:.4f} → {r['t1']:.4f} | "
                      f"{r['rms0']:.2f} → {r['rms1']:.2f} | {r['time']:.2f} |")
     lines += ["", "## 3. Depth-drift correction", "",

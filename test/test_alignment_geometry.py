@@ -180,3 +180,23 @@ def test_localize_query_against_anchor_point_map():
     r, t = pose_difference(res.extrinsics, E)
     assert r < 1e-3 and t < 1e-4
     assert res.num_inliers >= 0.9 * (Hh // 2) * (Ww // 2)
+
+
+def test_robust_ba_rejects_outlier_points():
+    from selfi_ros.alignment.bundle_adjustment import robust_bundle_adjust
+    Es, X, ci, pi, uv, rng = _ba_scene(seed=3, n_cam=4, n_pts=120)
+    bad = rng.choice(120, 30, replace=False)
+    sel = np.isin(pi, bad) & (ci == 2)
+    uv = uv.copy()
+    uv[sel] += rng.uniform(15, 40, (sel.sum(), 2)) * rng.choice([-1, 1], (sel.sum(), 2))
+    E0 = Es.copy()
+    for c in range(1, 4):
+        E0[c, :, 3] += rng.normal(0, 0.03, 3)
+    prob = BAProblem(E0, np.repeat(K[None], 4, 0), X + rng.normal(0, 0.02, X.shape), ci, pi, uv)
+    res, keep = robust_bundle_adjust(prob, reject_px=(6.0, 2.0), huber_px=1.0)
+    corrupted = np.isin(np.arange(120), pi[sel])
+    assert not keep[corrupted].any() and keep[~corrupted].mean() > 0.95
+    r1, t1 = camera_errors(res.extrinsics, Es)
+    r_plain, t_plain = camera_errors(bundle_adjust(prob, huber_px=1.0).extrinsics, Es)
+    assert t1[1:].mean() < t_plain[1:].mean()
+    assert t1[1:].max() < 0.02 and r1[1:].max() < 0.3

@@ -346,3 +346,52 @@ def camera_errors(E_est: np.ndarray, E_gt: np.ndarray, align_to: Optional[int] =
     Rd = A[:, :3, :3] @ np.swapaxes(B[:, :3, :3], 1, 2)
     ang = np.degrees(np.arccos(np.clip((np.trace(Rd, axis1=1, axis2=2) - 1) / 2, -1, 1)))
     return ang, np.linalg.norm(Ca - Cb, axis=1)
+
+
+def robust_bundle_adjust(problem: BAProblem, reject_px: Sequence[float] = (8.0, 4.0, 2.0), min_points: int = 20,
+                         **kw) -> tuple[BAResult, np.ndarray]:
+    """Bundle adjustment with rounds of outlier rejection (for learned matches with many outliers).
+
+    Each round runs :func:`bundle_adjust` from the previous round's result, then drops every point whose
+    largest reprojection error (over its observations) exceeds that round's threshold in ``reject_px``;
+    a final BA runs on the surviving points.
+
+    Args:
+        problem: the full problem; ``**kw`` go to :func:`bundle_adjust`.
+        min_points: stop rejecting when fewer points would remain.
+    Returns:
+        (result of the last BA, (P,) bool mask of the points kept). ``result.points`` holds every point of
+        ``problem`` (rejected ones at their last estimate); initial errors refer to the full problem.
+    """
+    keep = np.ones(len(problem.points), bool)
+    E, X = problem.extrinsics.copy(), problem.points.copy()
+    first = None
+    res = None
+    for thr in list(reject_px) + [None]:
+        obs = keep[problem.point_idx]
+        remap = -np.ones(len(keep), np.int64)
+        remap[keep] = np.arange(int(keep.sum()))
+        sub = BAProblem(E, problem.K, X[keep], problem.cam_idx[obs], remap[problem.point_idx[obs]], problem.uv[obs])
+        res = bundle_adjust(sub, **kw)
+        first = first or res
+        E = res.extrinsics
+        X[keep] = res.points
+        if thr is None:
+            break
+        R = E[:, :, :3][problem.cam_idx]
+        Xc = np.einsum("mij,mj->mi", R, X[problem.point_idx]) + E[:, :, 3][problem.cam_idx]
+        Km = res.K[problem.cam_idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = Km[:, 0, 0] * Xc[:, 0] / Xc[:, 2] + Km[:, 0, 1] * Xc[:, 1] / Xc[:, 2] + Km[:, 0, 2]
+            v = Km[:, 1, 1] * Xc[:, 1] / Xc[:, 2] + Km[:, 1, 2]
+        err = np.linalg.norm(np.stack([u, v], 1) - problem.uv, axis=1)
+        err[~(Xc[:, 2] > 0)] = np.inf
+        worst = np.zeros(len(keep))
+        np.maximum.at(worst, problem.point_idx, np.nan_to_num(err, nan=np.inf))
+        new_keep = keep & (worst <= thr)
+        if new_keep.sum() < min_points:
+            break
+        keep = new_keep
+    res.points = X
+    res.initial_rms, res.initial_median = first.initial_rms, first.initial_median
+    return res, keep
