@@ -1,5 +1,7 @@
 """The demo end to end over DDS (node + recorder + player as separate processes, local discovery only)
-on the first 32 frames of the sample bag, with the CPU colmap backend."""
+on the sample bag (copied with its ground-truth topic) at its recorded rate, with the CPU colmap backend
+and the node's default parameters: the node cannot process every frame in real time on a small CPU, so
+frames are dropped/skipped (counted) and every processed frame must still get a pose."""
 import json
 import os
 
@@ -11,7 +13,7 @@ from selfi_ros.demo import count_messages, format_summary, run_demo
 from selfi_ros.engine.io import read_ply, read_tum
 from selfi_ros.evaluation import evaluate
 
-N_FRAMES = 32
+N_FRAMES = 48
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def demo(tmp_path_factory):
                 w.write(m.topic, m.message, m.log_time_ns)
     out = str(d / "out")
     domain = 120 + os.getpid() % 80  # a domain of its own, so parallel runs do not see each other
-    summary = run_demo(bag=bag, out_dir=out, rate=0.25, domain_id=domain, timeout_s=400, verbose=False)
+    summary = run_demo(bag=bag, out_dir=out, rate=1.0, domain_id=domain, timeout_s=400, verbose=False)
     return bag, out, summary
 
 
@@ -36,8 +38,15 @@ def test_frames_arrive_and_outputs_exist(demo):
     assert s["images_in_bag"] == N_FRAMES == count_messages(bag, IMAGE_TOPIC)
     assert s["clean_stop"] is True
     assert s["frames_in"] >= N_FRAMES - 2  # loopback, best effort: (almost) nothing lost in transport
-    assert s["windows"] >= 1 and s["keyframes"] >= 6
-    assert s["tf_messages"] > 0 and s["poses_received"] >= N_FRAMES // 2
+    # keyframes are not starved by the dropped frames (measured 16 at rate 1.0, 19 at rate 0.25)
+    assert s["windows"] >= 3 and s["keyframes"] >= 10
+    assert s["tf_messages"] > 0 and s["poses_received"] >= 10
+    # accounting: every drop has a counted reason, and every processed frame has a pose on /tf unless its
+    # localization failed (anchors and frames held for the first window get theirs when the window is made)
+    assert s["frames_dropped"] == s["frames_dropped_queue_full"] + s["frames_skipped_under_load"]
+    processed = s["frames_in"] - s["frames_dropped"] - s["frames_rejected"]
+    assert processed - s["localization_failures"] <= s["poses_received"] <= processed
+    assert s["window_failures"] is not None and s["map_segments"] is not None  # reported by the node
     assert s["cloud_messages"].get("/selfi_node/map_cloud", 0) >= 1
     assert s["cloud_messages"].get("/selfi_node/window_cloud", 0) >= 1
     for f in ("trajectory.tum", "map.ply", "plot.png", "summary.json"):
@@ -49,8 +58,10 @@ def test_frames_arrive_and_outputs_exist(demo):
 
 def test_tf_poses_are_image_stamped_and_accurate(demo):
     """map -> camera_optical_frame transforms carry image stamps and match the ground truth after Sim(3)
-    alignment. Bound 0.3 scene units: 3% of the ~10 unit camera-to-box distance (measured runs give
-    0.03-0.06); poses published with a wrong convention (inverted, or camera-from-map) are off by units."""
+    alignment. Bound 0.3 scene units: 3% of the ~10 unit camera-to-box distance and 2% of the 16 unit path
+    (measured demo runs: 0.046-0.058 at rates 0.25-1.0). What it catches is off by units: poses published
+    with a wrong convention (inverted, or camera-from-map), and a map discontinuity (windows that could not
+    be chained, re-placed at the last pose: 2.4-3.2 in development runs where that happened)."""
     bag, out, s = demo
     stamps, _ = read_tum(os.path.join(out, "trajectory.tum"))
     from selfi_ros.reconstruct import frames_from_bag
