@@ -105,11 +105,17 @@ def test_store_bounded_and_relocalizes_like_ram(tmp_path):
     assert not np.allclose(expected[2], expected[3], atol=1e-4)  # different windows give different answers
     with pytest.raises(BackendError, match="not in the scene-memory store"):
         b.localize_in_window(probe, 0)
-    # a restarted backend on the same folder keeps the bound
+    # the store belongs to one map: reset empties it, and so does a new backend on the same folder
+    b.reset()
+    assert b.store.window_ids() == [] and b.memory is None
+    b.reconstruct_window(0, fr[:3])
+    b.reconstruct_window(1, fr[3:6])
+    assert b.store.window_ids() == [0]
     b2 = _backend(memory_store_dir=str(store_dir), memory_store_windows=2)
-    b2.reconstruct_window(10, fr[:3])
-    b2.reconstruct_window(11, fr[3:6])
-    assert b2.store.window_ids() == [3, 10]
+    assert b2.store.window_ids() == []
+    for w in range(4):
+        b2.reconstruct_window(w, fr[3 * w:3 * w + 3])
+    assert b2.store.window_ids() == [1, 2]
 
 
 def test_store_arguments():

@@ -96,7 +96,7 @@ class SceneMemoryStore:
 
     Args:
         directory: folder of the ``window_<id>.safetensors`` files (created; files already there that
-            match the pattern count towards the bound, so a restarted node keeps its bound).
+            match the pattern count towards the bound until :meth:`clear`).
         max_windows: bound on the number of stored windows (>= 1).
 
     Raises:
@@ -143,6 +143,16 @@ class SceneMemoryStore:
                 pass
             evicted.append(old)
         return evicted
+
+    def clear(self) -> int:
+        """Delete every stored window (e.g. when the map they belong to is dropped); returns how many."""
+        ids = self.window_ids()
+        for i in ids:
+            try:
+                os.unlink(self.path(i))
+            except FileNotFoundError:
+                pass
+        return len(ids)
 
     def get(self, window_id: int, device: Optional[str] = None) -> tuple[SceneMemory, dict]:
         """Load window ``window_id`` -> (memory, extra).

@@ -68,7 +68,8 @@ class VGGTBackend:
         seed: seed for the anchor token subsets.
         memory_store_dir: "" (default, off) or a folder where a window's scene memory is written when a
             new window evicts it (:class:`~selfi_ros.engine.backends.memory_store.SceneMemoryStore`), for
-            relocalization later (:meth:`localize_in_window`).
+            relocalization later (:meth:`localize_in_window`). The store belongs to one map: it is
+            emptied when the backend is built and on :meth:`reset` (window ids start again at 0).
         memory_store_windows: bound on the stored windows (oldest deleted first; >= 1).
         torch_threads: torch intra-op CPU threads for this process (0 = leave torch's default, one per
             core). On small or shared CPUs 1 is faster and far steadier (benchmarks/results/query_cpu.md).
@@ -129,6 +130,10 @@ class VGGTBackend:
         self.store: Optional[SceneMemoryStore] = (SceneMemoryStore(memory_store_dir, memory_store_windows)
                                                   if memory_store_dir else None)
         self.store_failures = 0
+        if self.store is not None:
+            n = self.store.clear()
+            if n:
+                log.info("VGGTBackend: removed %d scene memories of an earlier map from %s", n, memory_store_dir)
         self._fallback_K_count = 0
 
     # ----------------------------------------------------------------------------------------------
@@ -284,7 +289,9 @@ class VGGTBackend:
         return out
 
     def reset(self) -> None:
-        """Drop the scene memory (the on-disk store, if any, is kept)."""
+        """Drop the scene memory and empty the on-disk store, if any (its windows belong to the dropped map)."""
         self._memory = None
+        if self.store is not None:
+            self.store.clear()
         self._window_id = None
         self._anchor_stamps = []
