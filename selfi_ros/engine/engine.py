@@ -17,8 +17,14 @@ Pipeline (SAIL-Recon-style anchors + localization over a stream, windows chained
 3. Afterwards each frame is localized against the current window (``Backend.localize``) and its pose
    ``T_map_cam = T_map_window ∘ T_window_cam`` is returned at once, stamped with its own image stamp.
 4. When the window policy says so (N keyframes, low confidence, low anchor coverage), a new window is
-   reconstructed from ``window_overlap`` previous anchors + new keyframes, chained into the map by a
-   robust Sim(3) on the shared anchors' poses and pixel-aligned point maps, and becomes current.
+   reconstructed from the ``window_overlap`` most recent previous anchors + new keyframes, chained into
+   the map by a robust Sim(3) on the shared anchors' poses and pixel-aligned point maps, and becomes
+   current. A failed window (backend error, chaining failure) leaves the current one in use, and the next
+   keyframes try fallbacks, never the same anchor set twice: other shared frames (recently localized
+   keyframes), a window of the newest keyframes chained through their localized poses, and last a new map
+   segment placed at the last known pose (a discontinuity, counted in ``EngineStatus.map_segments``).
+   With ``under_load`` (the caller has newer frames waiting), non-keyframes are not localized (counted),
+   so a slow backend keeps up with the newest frames and every keyframe.
 5. With odometry, the metric scale (metres per map unit) is estimated; once valid, outputs are metric
    (latched: they never fall back to map units; the latest valid estimate is used). The internal map
    stays in map units; outputs are multiplied by the scale when ``metric`` is set.
