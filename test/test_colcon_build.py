@@ -12,7 +12,7 @@ from selfi_ros_testing import REPO, free_domain_id, ros_env
 
 VENV = sys.prefix
 COLCON = os.path.join(VENV, "bin", "colcon")
-PKG_PATHS = ["package.xml", "CMakeLists.txt", "msg", "selfi_ros", "scripts", "launch", "config", "resource"]
+PKG_PATHS = ["package.xml", "CMakeLists.txt", "msg", "selfi_ros", "scripts", "launch", "config", "resource", "data"]
 
 
 @pytest.mark.skipif(not os.path.exists(COLCON) or shutil.which("cmake") is None, reason="colcon/cmake missing")
