@@ -1,7 +1,9 @@
 """The demo end to end over DDS (node + recorder + player as separate processes, local discovery only)
-on the sample bag (copied with its ground-truth topic) at its recorded rate, with the CPU colmap backend
-and the node's default parameters: the node cannot process every frame in real time on a small CPU, so
-frames are dropped/skipped (counted) and every processed frame must still get a pose."""
+on the sample bag (copied with its ground-truth topic) with the CPU colmap backend and the node's default
+parameters, played at half its recorded rate: that is still faster than the node can process every frame
+on this CPU, so frames are dropped/skipped (counted) and every processed frame must still get a pose; half
+speed leaves a 2x margin for a loaded shared test machine (the demo's default rate 1.0 is measured in
+benchmarks/results/demo.md: same accounting, ATE 0.058)."""
 import json
 import os
 
@@ -28,7 +30,7 @@ def demo(tmp_path_factory):
                 w.write(m.topic, m.message, m.log_time_ns)
     out = str(d / "out")
     domain = 120 + os.getpid() % 80  # a domain of its own, so parallel runs do not see each other
-    summary = run_demo(bag=bag, out_dir=out, rate=1.0, domain_id=domain, timeout_s=400, verbose=False)
+    summary = run_demo(bag=bag, out_dir=out, rate=0.5, domain_id=domain, timeout_s=400, verbose=False)
     return bag, out, summary
 
 
@@ -38,7 +40,7 @@ def test_frames_arrive_and_outputs_exist(demo):
     assert s["images_in_bag"] == N_FRAMES == count_messages(bag, IMAGE_TOPIC)
     assert s["clean_stop"] is True
     assert s["frames_in"] >= N_FRAMES - 2  # loopback, best effort: (almost) nothing lost in transport
-    # keyframes are not starved by the dropped frames (measured 16 at rate 1.0, 19 at rate 0.25)
+    # keyframes are not starved by the dropped frames (measured 19 at rate 0.5, 16 at rate 1.0)
     assert s["windows"] >= 3 and s["keyframes"] >= 10
     assert s["tf_messages"] > 0 and s["poses_received"] >= 10
     # accounting: every drop has a counted reason, and every processed frame has a pose on /tf unless its
