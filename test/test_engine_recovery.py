@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from selfi_ros.engine.backend import BackendError
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.engine.backends.oracle import OracleBackend, OracleScene, make_box_room_sequence, render_box_room
 from selfi_ros.engine.engine import Engine, EngineConfig
-from selfi_ros.engine.types import LocalizationResult, PoseKind
+from selfi_ros.engine.types import Frame, LocalizationResult, PoseKind
 from selfi_ros.geometry.sim3 import umeyama
 
 # a keyframe every 3rd frame (0.1 s frames, 0.25 s time trigger), a window every 4 keyframes
@@ -160,3 +160,35 @@ def test_under_load_non_keyframes_are_skipped_and_keyframes_processed(seq):
     assert posed.isdisjoint(skipped)
     assert posed == set(range(90)) - set(skipped)  # every processed frame has a pose
     assert ate(eng.trajectory(), scene) < 1e-6
+
+
+def line_sequence(n=70, speed=0.5, dt=0.1):
+    """A camera moving at constant velocity (``speed`` m/s along x, fixed orientation looking at the z=3
+    wall) in the textured box room: frames and ground truth keyed by index."""
+    K = np.array([[45.0, 0, 31.5], [0, 45.0, 23.5], [0, 0, 1]])
+    frames, depth, poses = [], {}, {}
+    for i in range(n):
+        T = np.eye(4)
+        T[:3, 3] = [-1.7 + speed * dt * i, 0.1, -0.5]
+        d, img = render_box_room(T, K, 48, 64)
+        depth[i], poses[i] = d, T
+        frames.append(Frame(stamp_ns=10**9 + int(i * dt * 1e9), image=img, K=K.copy(), index=i))
+    return frames, OracleScene(depth=depth, T_world_cam=poses, K=K)
+
+
+def test_new_segment_is_placed_by_constant_velocity():
+    """With constant-velocity motion and windows of equal scale, the constant-velocity guess of a new
+    segment is exact: the trajectory stays one consistent map across the discontinuity."""
+    frames, scene = line_sequence()
+    stream = [f for f in frames if not 25 <= f.index < 45]
+    be = Span(scene, span=18, scale_range=(1.0, 1.0))
+    eng = Engine(be, EngineConfig(**CFG))
+    run(eng, stream)
+    st = eng.status()
+    assert st.map_segments == 1
+    traj = eng.trajectory()
+    assert min(p.frame_index for p in traj) < 25 and max(p.frame_index for p in traj) == 69
+    assert ate(traj, scene) < 1e-6  # before and after the gap in one map
+    est = np.array([p.T_map_cam[:3, 3] for p in traj])
+    gt = np.array([scene.T_world_cam[p.frame_index][:3, 3] for p in traj])
+    np.testing.assert_allclose(est - est[0], gt - gt[0], atol=1e-6)  # map = first camera frame, scale 1

@@ -22,7 +22,8 @@ Pipeline (SAIL-Recon-style anchors + localization over a stream, windows chained
    current. A failed window (backend error, chaining failure) leaves the current one in use, and the next
    keyframes try fallbacks, never the same anchor set twice: other shared frames (recently localized
    keyframes), a window of the newest keyframes chained through their localized poses, and last a new map
-   segment placed at the last known pose (a discontinuity, counted in ``EngineStatus.map_segments``).
+   segment placed by a constant-velocity prediction from the last poses (a discontinuity, counted in
+   ``EngineStatus.map_segments``).
    With ``under_load`` (the caller has newer frames waiting), non-keyframes are not localized (counted),
    so a slow backend keeps up with the newest frames and every keyframe.
 5. With odometry, the metric scale (metres per map unit) is estimated; once valid, outputs are metric
@@ -506,7 +507,7 @@ class Engine:
             if mode == "segment":
                 st.map_segments += 1
                 log.warning("window %d starts a new map segment (discontinuity %d): windows could not be "
-                            "chained; its pose is guessed from the last known pose", self._window_id,
+                            "chained; its pose is guessed from the last poses (constant velocity)", self._window_id,
                             st.map_segments)
             self._recovery_stage = 0
             self._tried_sets.clear()
@@ -519,19 +520,48 @@ class Engine:
         return False
 
     def _segment_transform(self, anchors: list[Keyframe], T_win_cam: np.ndarray) -> Sim3:
-        """Sim(3) window -> map of a new segment: the newest anchor with a map pose (else the newest
-        anchor, at the last pose of the trajectory) keeps that pose; the scale is the previous window's."""
+        """Sim(3) window -> map of a new segment (nothing relates it to the map, so its placement is a guess).
+
+        The newest anchor with a map pose keeps that pose; without one, the oldest anchor (the closest in
+        time to the last pose) is placed at the constant-velocity prediction from the last poses
+        (:meth:`_predict_pose`). The scale is the previous window's (backends normalise each window alike,
+        e.g. colmap to a median depth of 1).
+        """
         s = self._T_map_window.s if self._T_map_window is not None else 1.0
         idx = max((i for i, k in enumerate(anchors) if k.T_map_cam is not None), default=None)
         if idx is not None:
             T_ref = np.asarray(anchors[idx].T_map_cam, np.float64)
         else:
-            poses = self.traj.poses()
-            if not poses:
+            idx = 0
+            T_ref = self._predict_pose(anchors[0].stamp_ns)
+            if T_ref is None:
                 return Sim3(s, np.eye(3), np.zeros(3))
-            idx, T_ref = len(anchors) - 1, np.asarray(poses[-1].T_map_cam, np.float64)
         R = T_ref[:3, :3] @ T_win_cam[idx][:3, :3].T
         return Sim3(s, R, T_ref[:3, 3] - s * R @ T_win_cam[idx][:3, 3])
+
+    def _predict_pose(self, stamp_ns: int, min_baseline_s: float = 0.5,
+                      max_ratio: float = 5.0) -> Optional[np.ndarray]:
+        """Constant-velocity prediction of ``T_map_cam`` (map units) at ``stamp_ns`` from the last stored pose
+        and the latest one at least ``min_baseline_s`` older: translation linear in time, rotation by the
+        same fraction of the relative rotation (axis-angle); extrapolation limited to ``max_ratio`` times
+        that baseline. The last pose when there is no older one; None without poses."""
+        from scipy.spatial.transform import Rotation
+
+        poses = self.traj.poses()
+        if not poses:
+            return None
+        p2 = poses[-1]
+        T2 = np.asarray(p2.T_map_cam, np.float64)
+        p1 = next((p for p in reversed(poses[:-1]) if p2.stamp_ns - p.stamp_ns >= min_baseline_s * 1e9), None)
+        if p1 is None or stamp_ns <= p2.stamp_ns:
+            return T2.copy()
+        T1 = np.asarray(p1.T_map_cam, np.float64)
+        a = min(max_ratio, (stamp_ns - p2.stamp_ns) / float(p2.stamp_ns - p1.stamp_ns))
+        rv = Rotation.from_matrix(T1[:3, :3].T @ T2[:3, :3]).as_rotvec()
+        T = np.eye(4)
+        T[:3, :3] = T2[:3, :3] @ Rotation.from_rotvec(a * rv).as_matrix()
+        T[:3, 3] = T2[:3, 3] + a * (T2[:3, 3] - T1[:3, 3])
+        return T
 
     def _new_window(self, anchors: list[Keyframe], out: EngineOutput, first: bool, mode: str = "overlap") -> bool:
         """Reconstruct, chain and add a window; on success update state/outputs and return True.
