@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from report import emit  # noqa: E402  (benchmarks/report.py)
 
 
 def _cfg(size: str):
@@ -191,13 +192,8 @@ def main() -> None:
         p("")
         if sz == "full":
             break
-    text = "\n".join(lines) + "\n"
-    print(text)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("model_gpu.md" if gpu else "model_cpu.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {out}")
+    emit(lines, out)
 
 
 if __name__ == "__main__":

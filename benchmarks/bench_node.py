@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from report import emit  # noqa: E402  (benchmarks/report.py)
 
 BAG = ROOT / "data" / "sample" / "woodbox_orbit.mcap"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -237,13 +238,8 @@ def main() -> None:
                  f"{r['keyframes']} / {r['windows']} | {r['poses']} | {r['p50']:.0f} / {r['p95']:.0f} | "
                  f"{r['p50_after']:.0f} / {r['p95_after']:.0f} ({r['n_after']}) | {r['throughput']:.2f} | "
                  f"{r['last_window_ms']:.0f} / {r['last_localize_ms']:.0f} | {r['rss_mb']:.0f} | {r['startup_s']:.1f} |")
-    text = "\n".join(L) + "\n"
-    print(text)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {out}")
+    emit(L, out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from report import emit  # noqa: E402  (benchmarks/report.py)
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
@@ -161,13 +162,8 @@ def main() -> None:
         for k in ("query_depth", "query_camera", "query_batch8_per_frame"):
             cells += [f"{med[k]:.3f} / {mn[k]:.3f}", f"{med['window17'] / med[k]:.1f} / {mn['window17'] / mn[k]:.1f}"]
         L.append(f"| {r['threads']} | " + " | ".join(cells) + " |")
-    text = "\n".join(L) + "\n"
-    print(text)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(text + "\n")
-    print(f"appended to {out}")
+    emit(L, out)
 
 
 if __name__ == "__main__":
