@@ -94,6 +94,38 @@ def test_failed_window_is_retried_with_other_overlap_frames(seq):
     assert ate(eng.trajectory(), scene) < 1e-6  # still one consistent map
 
 
+class BadFrames(Span):
+    """Windows (after the first) fail whenever they contain one of the ``bad`` frames (e.g. motion blur)."""
+
+    def __init__(self, scene, bad, **kw):
+        super().__init__(scene, **kw)
+        self.bad = set(bad)
+
+    def reconstruct_window(self, window_id, anchors):
+        if window_id > 0 and self.bad & {f.index for f in anchors}:
+            self.attempts.append([f.index for f in anchors])
+            raise BackendError("injected: a bad frame among the anchors")
+        return super().reconstruct_window(window_id, anchors)
+
+
+def test_fresh_window_chained_through_localized_keyframes(seq):
+    """Windows fail while bad frames 21 and 27 are among the keyframes since the last window: after the
+    overlap and other-overlap attempts, fresh windows of the newest keyframes (chained through their
+    localized poses) alternate with new-segment attempts; the first one free of bad frames is a fresh,
+    chained window, so the map stays one (no discontinuity) and exact."""
+    frames, scene = seq
+    be = BadFrames(scene, bad={21, 27})
+    eng = Engine(be, EngineConfig(**CFG))
+    run(eng, frames)
+    st = eng.status()
+    failed = [a for a in be.attempts if a not in be.ok]
+    assert all({21, 27} & set(a) for a in failed) and len(failed) == st.window_failures >= 3
+    assert len({tuple(a) for a in be.attempts}) == len(be.attempts)  # never the same set twice
+    assert [30, 33, 36, 39, 42] in be.ok  # the newest keyframes, none of them a previous anchor
+    assert st.window_recoveries == 1 and st.map_segments == 0
+    assert ate(eng.trajectory(), scene) < 1e-6
+
+
 def test_gap_in_the_stream_recovers_with_a_new_segment(seq):
     """Frames 28-47 never reach the engine (dropped): afterwards nothing relates the new frames to the map.
     The engine tries the fallbacks once each (never the same anchor set twice), then starts a new map

@@ -466,8 +466,10 @@ class Engine:
         1 ``other_overlap``: shared frames other than the previous anchors of failed attempts (recently
         localized keyframes with good confidence); 2 ``fresh``: the newest keyframes only, chained through
         their localized poses (needs >= 2 localized with good confidence); 3 ``segment``: the newest
-        keyframes as a new map segment (not chained: a discontinuity). Stages 2-3 need at least
-        ``window_size - window_overlap`` (>= 2) keyframes since the last window, else the engine waits.
+        keyframes as a new map segment (not chained: a discontinuity). After stage 1, failed attempts
+        alternate between 2 and 3 (a fresh window stays preferable to a discontinuity when new keyframes
+        make it possible again). Stages 2-3 need at least ``window_size - window_overlap`` (>= 2)
+        keyframes since the last window, else the engine waits.
         """
         p = self.policy
         prev = [a.kf for a in self._anchors]
@@ -516,7 +518,7 @@ class Engine:
         self._tried_sets.add(frozenset(k.stamp_ns for k in anchors))
         prev = {a.kf.stamp_ns for a in self._anchors}
         self._failed_overlap.update(k.stamp_ns for k in anchors if k.stamp_ns in prev)
-        self._recovery_stage = min(3, self._recovery_stage + 1)
+        self._recovery_stage = {0: 1, 1: 2, 2: 3, 3: 2}[self._recovery_stage]
         return False
 
     def _segment_transform(self, anchors: list[Keyframe], T_win_cam: np.ndarray) -> Sim3:
