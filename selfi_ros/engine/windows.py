@@ -11,10 +11,11 @@ as COLMAP cannot register them). The new anchors are chosen among the keyframes 
 window by farthest-point sampling on camera centre + viewing direction (coverage), always keeping the
 most recent keyframe; keyframes without a pose fall back to uniform-in-time choice.
 
-When a window fails, the engine does not retry the same anchor set: :meth:`WindowPolicy.recovery_plans`
-gives the fallbacks in order - other overlap frames (recently localized keyframes with good confidence),
-then a fresh window of the newest keyframes chained through their localized poses, then a new map
-segment (a discontinuity).
+When a window fails, the engine (``Engine._window_plan``) does not retry the same anchor set: it falls
+back to other overlap frames (recently localized keyframes with good confidence,
+:meth:`WindowPolicy.select_with_other_overlap`), then to a fresh window of the newest keyframes
+(:meth:`WindowPolicy.select_fresh`) chained through their localized poses, or a new map segment (a
+discontinuity).
 """
 from __future__ import annotations
 
