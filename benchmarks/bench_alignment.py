@@ -292,7 +292,16 @@ def main() -> int:
         "trained adapter, mutual NN stride 4 (9 pairs with |i-j| <= 2)": {
             p: match_features(feats[p[0]], feats[p[1]], stride=4, cycle_px=1.5, ratio=0.95) for p in near},
     }
+    noisy = {}
+    orng = np.random.default_rng(5)
+    for p_, m in match_sets["ground-truth correspondences (all 15 pairs)"].items():
+        uv1 = m.uv1 + orng.normal(0, 0.5, m.uv1.shape).astype(np.float32)
+        out = orng.random(len(uv1)) < 0.3
+        uv1[out] = orng.uniform([0, 0], [W - 1, H - 1], (int(out.sum()), 2))
+        noisy[p_] = Matches(m.uv0, uv1, m.score, m.num_candidates)
+    match_sets["GT + 0.5 px noise + 30 % random outliers (all 15 pairs)"] = noisy
     settings = {  # (gate px, robust rounds)
+        "GT + 0.5 px noise + 30 % random outliers (all 15 pairs)": (10.0, (8.0, 4.0, 2.0)),
         "ground-truth correspondences (all 15 pairs)": (None, None),
         "trained adapter, mutual NN stride 4 (9 pairs with |i-j| <= 2)": (10.0, (8.0, 4.0, 2.0)),
     }
@@ -312,10 +321,10 @@ def main() -> int:
         prob = problem_from_matches(ms, D_gt, E_pert, Ks, max_init_reproj_px=gate, max_per_pair=150, stats=st)
         t_ba = time.time()
         if rounds is None:
-            res = bundle_adjust(prob, huber_px=1.0, max_nfev=200)
+            res = bundle_adjust(prob, huber_px=1.0, max_nfev=500)
             st["rejected_by_ba"] = 0
         else:
-            res, keep = robust_bundle_adjust(prob, reject_px=rounds, huber_px=1.0, max_nfev=200)
+            res, keep = robust_bundle_adjust(prob, reject_px=rounds, huber_px=1.0, max_nfev=300)
             st["rejected_by_ba"] = int((~keep).sum())
         t_ba = time.time() - t_ba
         r0, tr0 = camera_errors(E_pert, E_gt)
@@ -398,6 +407,15 @@ def main() -> int:
         lines.append(f"| {r['name']} | {r['match_med']:.2f} | {r['match_in3']:.3f} | {r['stats']['given']} / {r['stats']['gated']} / {r['stats']['kept']} / {r['stats']['rejected_by_ba']} | "
                      f"{r['rot0']:.3f} → {r['rot1']:.3f} | {r['t0']:.4f} → {r['t1']:.4f} | "
                      f"{r['rms0']:.2f} → {r['rms1']:.2f} | {r['time']:.2f} |")
+    for r in ba_rows:
+        verdict = "reduced" if (r["rot1"] < r["rot0"] and r["t1"] < r["t0"]) else "did NOT reduce"
+        lines.append(f"- {r['name']}: BA {verdict} both rotation and centre error.")
+    lines += ["", "Reading: BA itself converges to the exact poses on clean matches and survives 30 % random "
+              "outliers with the rejection rounds. Matches from the adapter trained here (tiny random-weight "
+              "backbone, 300 CPU steps) are mostly several pixels off (see 'within 3 px'): with two-view "
+              "points a wrong match that lies near its epipolar line is absorbed by moving the point, so such "
+              "matches bias the poses, and the geometric gate cannot tell them apart. The pose gain needs "
+              "matches at the precision of the GT rows, i.e. an adapter on a real backbone.", ""]
     lines += ["", "## 3. Depth-drift correction", "",
               "Every frame's dense depth was given an affine drift d' = a d + b (a in 0.92..1.10, b in "
               "-0.05..0.05); BA on GT matches started from these depths and the perturbed poses, then per frame "
