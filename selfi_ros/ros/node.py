@@ -607,6 +607,10 @@ class SelfiNode:
                 frames_rejected=self.frames_rejected + int(getattr(es, "frames_rejected", 0)),
                 keyframes=int(getattr(es, "keyframes", 0)), windows=int(getattr(es, "windows", 0)),
                 poses=int(getattr(es, "poses", 0)), localization_failures=int(getattr(es, "localization_failures", 0)),
+                frames_skipped=int(getattr(es, "localization_skipped", 0)),
+                window_failures=int(getattr(es, "window_failures", 0)),
+                window_recoveries=int(getattr(es, "window_recoveries", 0)),
+                map_segments=int(getattr(es, "map_segments", 0)),
                 queue_depth=len(self._queue), map_points=int(getattr(es, "map_points", 0)),
                 scale=float(getattr(es, "scale", 1.0)), scale_std=float(getattr(es, "scale_std", float("nan"))),
                 metric=bool(getattr(es, "metric", False)),
@@ -648,10 +652,6 @@ class SelfiNode:
         with self._lock:
             counts = sorted(self.counts.items())
         vals = {**v, **{f"count_{k}": n for k, n in counts}}
-        es = self._engine_status
-        for k in ("window_failures", "window_recoveries", "map_segments", "localization_skipped"):
-            if hasattr(es, k):  # map_segments: map discontinuities (windows that could not be chained)
-                vals[f"engine_{k}"] = getattr(es, k)
         last_err = getattr(self._engine_status, "last_error", "")
         if last_err:
             vals["engine_last_error"] = last_err
