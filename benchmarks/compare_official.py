@@ -15,7 +15,8 @@ What it does (facts file /work/shared/spec/ARCHITECTURE_FACTS.md, "How the facts
    depth, depth_conf, world_points, world_points_conf.
 3. ``sweep``: time and peak memory of one forward for each frame count, each model in its OWN fresh
    subprocess (CPU: peak RSS growth over the forward, measured with /proc/self/clear_refs + VmHWM; CUDA:
-   torch.cuda.max_memory_allocated growth). Ours and official alternate to share machine noise.
+   torch.cuda.max_memory_allocated growth), and the same peak including the weights ("with weights").
+   Ours and official alternate to share machine noise.
 
 Sizes: ``--size full`` is VGGT-1B (1.26 B parameters, ~5 GB fp32 per model); ``--size reduced`` is the
 same architecture at embed_dim 384 (DINOv2 ViT-S/14 with registers, 12 blocks), aggregator depth 8 (6 heads
@@ -230,9 +231,10 @@ def worker(spec: dict) -> dict:
         sync()
         res["t_first_s"] = time.perf_counter() - t0
         if dev.startswith("cuda"):
-            res["peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            res["peak_total_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
-            res["peak_mb"] = (_rss_kb("VmHWM") * 1024 - base) / 2**20
+            res["peak_total_mb"] = _rss_kb("VmHWM") / 1024
+        res["peak_mb"] = res["peak_total_mb"] - base / 2**20
         if spec.get("save"):
             torch.save({k: v.detach().cpu() for k, v in out.items()}, spec["save"])
         del out
@@ -325,7 +327,8 @@ def main(argv=None) -> int:
                 outs[which] = torch.load(spec["save"])
         row = {"frames": S, "ours": res["ours"], "official": res["official"],
                "time_ratio": res["ours"]["t_s"] / res["official"]["t_s"],
-               "mem_ratio": res["ours"]["peak_mb"] / max(res["official"]["peak_mb"], 1e-9)}
+               "mem_ratio": res["ours"]["peak_mb"] / max(res["official"]["peak_mb"], 1e-9),
+               "mem_total_ratio": res["ours"]["peak_total_mb"] / max(res["official"]["peak_total_mb"], 1e-9)}
         if args.cmd == "numerics":
             row["diffs"] = compare_outputs(outs["ours"], outs["official"])
             for k, v in row["diffs"].items():
@@ -333,7 +336,9 @@ def main(argv=None) -> int:
                                             if "max_abs_diff" in v else f"SHAPE MISMATCH {v}"))
         print(f"S={S} time ours {res['ours']['t_s']:.2f}s official {res['official']['t_s']:.2f}s "
               f"(ratio {row['time_ratio']:.2f}); peak ours {res['ours']['peak_mb']:.0f} MB official "
-              f"{res['official']['peak_mb']:.0f} MB (ratio {row['mem_ratio']:.2f})", flush=True)
+              f"{res['official']['peak_mb']:.0f} MB (ratio {row['mem_ratio']:.2f}); with weights ours "
+              f"{res['ours']['peak_total_mb']:.0f} MB official {res['official']['peak_total_mb']:.0f} MB "
+              f"(ratio {row['mem_total_ratio']:.2f})", flush=True)
         rows.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
