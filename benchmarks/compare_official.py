@@ -18,6 +18,12 @@ What it does (facts file /work/shared/spec/ARCHITECTURE_FACTS.md, "How the facts
    torch.cuda.max_memory_allocated growth), and the same peak including the weights ("with weights").
    Ours and official alternate to share machine noise.
 
+4. ``sail`` (``--official`` = a checkout of HKUST-SAIL/sail-recon, the directory holding ``sailrecon``):
+   SAIL-Recon anchor pass (``tmp_forward``) + query pass in the deterministic all-tokens setting
+   (fix_rank = N_p, facts file §10.3) against our ``run_anchor_pass`` / ``query_pass``: max abs difference
+   of the query pose_enc, depth, depth_conf, point map, point conf and camera tokens. The official pass
+   caches the anchor keys in a random order, so its own runs differ at the 1e-6 relative level.
+
 Sizes: ``--size full`` is VGGT-1B (1.26 B parameters, ~5 GB fp32 per model); ``--size reduced`` is the
 same architecture at embed_dim 384 (DINOv2 ViT-S/14 with registers, 12 blocks), aggregator depth 8 (6 heads
 of 64), camera trunk 2 blocks, DPT features 128 - built from the official classes' own constructor
@@ -28,6 +34,7 @@ Examples::
 
     .venv/bin/python benchmarks/compare_official.py --official /path/to/vggt numerics --size full --frames 2 --hw 126 168
     .venv/bin/python benchmarks/compare_official.py --official /path/to/vggt sweep --size reduced --frames 1 2 4 8 16 --hw 126 168
+    .venv/bin/python benchmarks/compare_official.py --official /path/to/sail-recon sail --size full --anchors 3 --queries 2 --hw 126 182
 
 RANDOM WEIGHTS: every output here is meaningless as geometry; this is a numerical-equivalence and cost check.
 """
@@ -57,12 +64,11 @@ REDUCED = dict(embed_dim=384, depth=8, num_heads=6, dino_depth=12, dino_num_head
                camera_trunk_depth=2, camera_num_heads=12)
 
 
-def our_config(size: str):
+def our_config(size: str, sail: bool = False):
     from selfi_ros.model.config import VGGTConfig
 
-    if size == "full":
-        return VGGTConfig(enable_track=False)
-    return VGGTConfig(**REDUCED)
+    cfg = VGGTConfig(enable_track=False) if size == "full" else VGGTConfig(**REDUCED)
+    return cfg.with_(sail_reloc=True) if sail else cfg
 
 
 def build_official(official: str, size: str, device: str = "cpu"):
@@ -97,13 +103,75 @@ def build_official(official: str, size: str, device: str = "cpu"):
         return m.eval()
 
 
-def perturbed_state_dict(size: str, seed: int = 0, out_gain: float = 1.0) -> Dict[str, "torch.Tensor"]:
+def build_official_sail(official_sail: str, size: str):
+    """Official SAIL-Recon (``SailRecon(kv_cache=True)``, imported from ``official_sail``), eval mode."""
+    import torch
+    from torch import nn
+
+    if official_sail not in sys.path:
+        sys.path.insert(0, official_sail)
+    from sailrecon.models.sail_recon import SailRecon  # noqa: E402  (the user's official checkout)
+
+    if size == "full":
+        m = SailRecon(kv_cache=True)
+    else:
+        from sailrecon.heads.camera_head import CameraHead
+        from sailrecon.heads.dpt_head import DPTHead
+        from sailrecon.models.aggregator import Aggregator
+
+        r = REDUCED
+        C = r["embed_dim"]
+        m = SailRecon.__new__(SailRecon)
+        nn.Module.__init__(m)
+        m.aggregator = Aggregator(img_size=518, patch_size=14, embed_dim=C, depth=r["depth"], num_heads=r["num_heads"],
+                                  patch_embed="dinov2_vits14_reg", intermediate_layer_idx=list(r["dpt_layers"]),
+                                  kv_cache=True)
+        m.camera_head = CameraHead(dim_in=2 * C, trunk_depth=r["camera_trunk_depth"], num_heads=r["camera_num_heads"])
+        kw = dict(dim_in=2 * C, features=r["dpt_features"], out_channels=list(r["dpt_out_channels"]),
+                  intermediate_layer_idx=list(r["dpt_layers"]))
+        m.point_head = DPTHead(output_dim=4, activation="inv_log", conf_activation="expp1", **kw)
+        m.depth_head = DPTHead(output_dim=2, activation="exp", conf_activation="expp1", **kw)
+        m.cam_token_last_layer = None
+        m.need_re_forward = False
+    return m.eval()
+
+
+def sail_outputs(which: str, model, anchors, queries) -> Dict[str, "torch.Tensor"]:
+    """Anchor pass then query pass in the deterministic all-tokens setting (facts file §10.3).
+
+    Official: ``tmp_forward(anchors, fix_rank=N_p)`` then the network steps of ``reloc`` (its pose
+    conversion and NumPy unprojection are not compared): ``aggregator.forward_with_cache``, camera head
+    with the stored anchor camera tokens, point and depth heads. Ours: ``run_anchor_pass`` / ``query_pass``.
+    """
+    H, W = queries.shape[-2:]
+    n_p = (H // 14) * (W // 14)
+    if which == "official":
+        model.tmp_forward(anchors, fix_rank=n_p)
+        q = queries[None]
+        feats, psi = model.aggregator.forward_with_cache(q, fix_rank=n_p)
+        cams = model.camera_head(feats, model.cam_token_last_layer)
+        pts, pts_conf = model.point_head(feats, images=q, patch_start_idx=psi)
+        dep, dep_conf = model.depth_head(feats, images=q, patch_start_idx=psi)
+        return {"pose_enc": cams[-1][0], "depth": dep[0, ..., 0], "depth_conf": dep_conf[0],
+                "world_points": pts[0], "world_points_conf": pts_conf[0],
+                "camera_tokens": feats[-1][0, :, 0]}
+    from selfi_ros.model.scene_memory import query_pass, run_anchor_pass
+
+    memory, _ = run_anchor_pass(model, anchors, tokens_per_anchor="all", autocast=False)
+    res = query_pass(model, memory, queries, autocast=False)
+    return {"pose_enc": res.pose_enc, "depth": res.depth.reshape(queries.shape[0], H, W),
+            "depth_conf": res.depth_conf, "world_points": res.points, "world_points_conf": res.points_conf,
+            "camera_tokens": res.camera_tokens}
+
+
+def perturbed_state_dict(size: str, seed: int = 0, out_gain: float = 1.0, sail: bool = False
+                         ) -> Dict[str, "torch.Tensor"]:
     """Random weights where every branch matters (see module docstring); names = checkpoint names."""
     import torch
 
     from selfi_ros.model.loading import build_model
 
-    model = build_model(our_config(size), meta=True)
+    model = build_model(our_config(size, sail), meta=True)
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
@@ -154,17 +222,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def _load(which: str, official: str, size: str, sd_path: str, device: str):
+def _load(which: str, official: str, size: str, sd_path: str, device: str, sail: bool = False):
     import torch
 
     sd = torch.load(sd_path, map_location="cpu")
     if which == "official":
-        model = build_official(official, size, device="cpu")
+        model = build_official_sail(official, size) if sail else build_official(official, size, device="cpu")
         model.load_state_dict(sd, strict=True, assign=True)
     else:
         from selfi_ros.model.loading import _restore_buffers, build_model
 
-        model = build_model(our_config(size), meta=True)
+        model = build_model(our_config(size, sail), meta=True)
         model.load_state_dict(sd, strict=True, assign=True)
         _restore_buffers(model, "cpu")
     del sd
@@ -208,8 +276,18 @@ def worker(spec: dict) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = spec["device"]
-    model = _load(spec["which"], spec["official"], spec["size"], spec["sd_path"], dev)
+    sail = bool(spec.get("sail"))
+    model = _load(spec["which"], spec["official"], spec["size"], spec["sd_path"], dev, sail)
     images = _input(spec["frames"], spec["hw"]).to(dev)
+    if sail:  # anchors = the first `anchors` frames, queries = the rest
+        na = spec["anchors"]
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = sail_outputs(spec["which"], model, images[0, :na], images[0, na:])
+            t = time.perf_counter() - t0
+        torch.save({k: v.detach().cpu() for k, v in out.items()}, spec["save"])
+        return {"which": spec["which"], "frames": spec["frames"], "hw": spec["hw"], "t_s": t, "peak_mb": 0.0,
+                "peak_total_mb": 0.0}
 
     def sync():
         if dev.startswith("cuda"):
@@ -273,13 +351,39 @@ def compare_outputs(ours: dict, off: dict) -> Dict[str, dict]:
     return rows
 
 
-def _write_sd(size: str, seed: int, out_gain: float) -> str:
+def _write_sd(size: str, seed: int, out_gain: float, sail: bool = False) -> str:
     import torch
 
-    path = os.path.join(tempfile.gettempdir(), f"compare_official_{size}_{seed}_{out_gain}.pt")
+    tag = "sail_" if sail else ""
+    path = os.path.join(tempfile.gettempdir(), f"compare_official_{tag}{size}_{seed}_{out_gain}.pt")
     if not os.path.exists(path):
-        torch.save(perturbed_state_dict(size, seed, out_gain), path)
+        torch.save(perturbed_state_dict(size, seed, out_gain, sail), path)
     return path
+
+
+def run_sail(args, official: str) -> int:
+    import torch
+
+    sd_path = _write_sd(args.size, args.seed, 1.0, sail=True)
+    S = args.anchors + args.queries
+    outs, res = {}, {}
+    for which in ("official", "ours"):
+        spec = dict(official=official, size=args.size, sd_path=sd_path, hw=list(args.hw), threads=args.threads,
+                    device="cpu", repeats=0, which=which, frames=S, sail=True, anchors=args.anchors,
+                    save=os.path.join(tempfile.gettempdir(), f"compare_official_sail_out_{which}.pt"))
+        res[which] = run_worker(spec)
+        outs[which] = torch.load(spec["save"])
+    diffs = compare_outputs(outs["ours"], outs["official"])
+    print(f"# SAIL-Recon size={args.size} anchors={args.anchors} queries={args.queries} hw={args.hw} "
+          f"(all tokens kept)")
+    for k, v in diffs.items():
+        print(f"{k:22s} " + (f"max|diff|={v['max_abs_diff']:.3e}  max|official|={v['max_abs_official']:.3e}"
+                             if "max_abs_diff" in v else f"SHAPE MISMATCH {v}"))
+    print(f"time ours {res['ours']['t_s']:.2f}s official {res['official']['t_s']:.2f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"diffs": diffs, "ours": res["ours"], "official": res["official"]},
+                                              indent=1))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -297,6 +401,15 @@ def main(argv=None) -> int:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--out-gain", type=float, default=1.0, help="scale of the last DPT conv weights")
         s.add_argument("--json", default=None, help="write the result rows here")
+    sl = sub.add_parser("sail", help="SAIL-Recon anchor + query pass (needs --official pointing at a "
+                                     "checkout of HKUST-SAIL/sail-recon, the directory holding `sailrecon`)")
+    sl.add_argument("--size", choices=("full", "reduced"), default="reduced")
+    sl.add_argument("--anchors", type=int, default=3)
+    sl.add_argument("--queries", type=int, default=2)
+    sl.add_argument("--hw", type=int, nargs=2, default=[126, 182])
+    sl.add_argument("--threads", type=int, default=2)
+    sl.add_argument("--seed", type=int, default=0)
+    sl.add_argument("--json", default=None)
     w = sub.add_parser("worker")
     w.add_argument("spec")
     args = ap.parse_args(argv)
@@ -306,6 +419,8 @@ def main(argv=None) -> int:
         print(json.dumps(worker(json.loads(args.spec))))
         return 0
 
+    if args.cmd == "sail":
+        return run_sail(args, official)
     sd_path = _write_sd(args.size, args.seed, args.out_gain)
     base = dict(official=official, size=args.size, sd_path=sd_path, hw=list(args.hw), threads=args.threads,
                 device=args.device, repeats=args.repeats)
