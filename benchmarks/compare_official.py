@@ -141,7 +141,7 @@ def sail_outputs(which: str, model, anchors, queries) -> Dict[str, "torch.Tensor
 
     Official: ``tmp_forward(anchors, fix_rank=N_p)`` then the network steps of ``reloc`` (its pose
     conversion and NumPy unprojection are not compared): ``aggregator.forward_with_cache``, camera head
-    with the stored anchor camera tokens, point and depth heads. Ours: ``run_anchor_pass`` / ``query_pass``.
+    with the stored anchor camera tokens, point and depth heads. Ours: ``anchor_pass`` / ``query_pass``.
     """
     H, W = queries.shape[-2:]
     n_p = (H // 14) * (W // 14)
@@ -155,9 +155,10 @@ def sail_outputs(which: str, model, anchors, queries) -> Dict[str, "torch.Tensor
         return {"pose_enc": cams[-1][0], "depth": dep[0, ..., 0], "depth_conf": dep_conf[0],
                 "world_points": pts[0], "world_points_conf": pts_conf[0],
                 "camera_tokens": feats[-1][0, :, 0]}
-    from selfi_ros.model.scene_memory import query_pass, run_anchor_pass
+    from selfi_ros.model.scene_memory import anchor_pass, query_pass
 
-    memory, _ = run_anchor_pass(model, anchors, tokens_per_anchor="all", autocast=False)
+    # the anchor pass alone (no heads over the anchors, like the official tmp_forward)
+    memory, _, _ = anchor_pass(model, anchors, tokens_per_anchor="all", keep_layers=[model.cfg.depth - 1])
     res = query_pass(model, memory, queries, autocast=False)
     return {"pose_enc": res.pose_enc, "depth": res.depth.reshape(queries.shape[0], H, W),
             "depth_conf": res.depth_conf, "world_points": res.points, "world_points_conf": res.points_conf,
