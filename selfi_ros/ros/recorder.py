@@ -296,8 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    from .node import ensure_localhost_discovery
+
+    ensure_localhost_discovery()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
