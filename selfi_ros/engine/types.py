@@ -162,6 +162,10 @@ class LocalizationResult:
         depth: optional (H, W) float32 depth of the query (window units).
         points: optional (H, W, 3) float32 window-frame point map.
         reason: failure reason when extrinsics is None.
+        check: outcome of the geometric pose check (Selfi aligned-feature PnP, vggt backend): "" (not
+            checked), "ok", "flagged" (disagrees, kept), "rejected" (disagrees, extrinsics None) or
+            "unverified" (PnP failed).
+        geometric_extrinsics: (3, 4) float64 camera-from-window PnP pose of that check, or None.
     """
 
     stamp_ns: int
@@ -172,6 +176,8 @@ class LocalizationResult:
     depth: Optional[np.ndarray] = None
     points: Optional[np.ndarray] = None
     reason: str = ""
+    check: str = ""
+    geometric_extrinsics: Optional[np.ndarray] = None
 
 
 @dataclass
