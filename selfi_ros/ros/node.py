@@ -165,6 +165,18 @@ class SelfiNode:
         if self.random_weights:
             self.log.warning(RANDOM_WEIGHTS_BANNER)
         self._declare_model_info()
+        # Selfi online adapter training (background, only while the worker queue is empty)
+        self.online = None
+        if cfg.online_adapter_training:
+            from .online_hook import OnlineAdapterHook
+
+            if cfg.online_clip_len > self.engine_cfg.window_size:
+                raise ValueError(f"parameter online_clip_len ({cfg.online_clip_len}) must be <= window_size "
+                                 f"({self.engine_cfg.window_size}): a clip is taken from one window")
+            self.online = OnlineAdapterHook(engine.backend, clip_len=cfg.online_clip_len,
+                                            eval_every=cfg.online_eval_every, min_gain=cfg.online_min_gain)
+            self.log.info(f"online adapter training on: clips of {cfg.online_clip_len} anchors, evaluation every "
+                          f"{cfg.online_eval_every} steps, swap on a held-out PCK@3 gain >= {cfg.online_min_gain}")
 
         # --- state shared between callbacks (executor) and the worker thread
         self._lock = threading.Lock()
@@ -447,6 +459,11 @@ class SelfiNode:
                     result["error"] = f"{type(e).__name__}: {e}"
                 done.set()
             frame = self._queue.get(timeout=0.05)
+            if self.online is not None:
+                self.online.set_idle(frame is None)
+                if self.online.poll_swap():
+                    self.log.info(f"online adapter training: adapter swapped in (swap {self.online.swaps}); "
+                                  "used from the next window")
             if frame is None:
                 continue
             while self._odom_in:
@@ -471,6 +488,8 @@ class SelfiNode:
             if out.window is not None and self.random_weights:
                 self.warn_throttled("random_weights_output", f"window {out.window.window_id} published from a "
                                     "model with RANDOM WEIGHTS: poses and clouds are meaningless (plumbing only)")
+            if out.window is not None and self.online is not None:
+                self.online.feed_window(out.window)
             if out.window is not None:
                 self._map_snapshot = self.engine.map_cloud()
                 self._map_dirty = True
@@ -621,6 +640,15 @@ class SelfiNode:
             )
         return v
 
+    def alignment_values(self) -> dict[str, Any]:
+        """Selfi alignment counters for /diagnostics: the backend's pose-check / refinement counts
+        (``pose_check_flagged``, ``pose_check_rejected``, ...) and the online trainer's (``online_swaps``, ...);
+        empty without an adapter."""
+        v = dict(getattr(self.engine.backend, "alignment_counts", None) or {})
+        if self.online is not None:
+            v.update(self.online.values())
+        return v
+
     def _publish_status(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
@@ -652,6 +680,7 @@ class SelfiNode:
         with self._lock:
             counts = sorted(self.counts.items())
         vals = {**v, **{f"count_{k}": n for k, n in counts}}
+        vals.update(self.alignment_values())
         last_err = getattr(self._engine_status, "last_error", "")
         if last_err:
             vals["engine_last_error"] = last_err
@@ -691,6 +720,8 @@ class SelfiNode:
         """Stop the worker and destroy the node."""
         self._stop.set()
         self._worker.join(timeout=5.0)
+        if self.online is not None:
+            self.online.stop()
         self.node.destroy_node()
 
 

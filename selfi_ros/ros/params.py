@@ -20,6 +20,7 @@ NODE_NAME = "selfi_node"
 IMAGE_TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
 TF_MODES = ("auto", "map_to_camera", "map_to_odom", "map_to_base_link", "none")
+POSE_CHECK_MODES = ("auto", "off", "flag", "reject")
 
 
 @dataclass
@@ -55,6 +56,16 @@ class NodeConfig:
     memory_store_dir: str = ""  # vggt: folder keeping evicted window scene memories for relocalization; empty = off
     memory_store_windows: int = 0  # vggt: bound on stored scene memories (windows, oldest deleted); 0 = backend default (8)
     torch_threads: int = 0  # vggt: torch CPU threads (1 is best on small/shared CPUs); 0 = torch default (all cores)
+    # Selfi alignment (vggt backend, needs a trained adapter: `selfi-ros train-adapter`)
+    adapter: str = ""  # vggt: Selfi feature adapter (adapter.safetensors); empty = none
+    pose_check: str = "auto"  # learned pose vs aligned-feature PnP: auto (flag with an adapter) | off | flag | reject
+    pose_check_max_rot_deg: float = 5.0  # pose check: max rotation disagreement (deg)
+    pose_check_max_rel_trans: float = 0.1  # pose check: max camera-centre disagreement / median anchor depth
+    refine_window: bool = False  # bundle-adjust each window on aligned matches + Selfi affine depth correction
+    online_adapter_training: bool = False  # train the adapter in the background on own keyframes while idle
+    online_clip_len: int = 6  # online training: keyframes per clip, taken from one window (<= window_size)
+    online_eval_every: int = 50  # online training: steps between held-out evaluations
+    online_min_gain: float = 0.005  # online training: held-out PCK@3 gain needed to swap the adapter in
     # queue and outputs
     queue_size: int = 4  # frames waiting for the engine worker; when full, one is dropped keeping time coverage (frames)
     path_max_length: int = 2000  # poses kept in nav_msgs/Path (poses)
@@ -138,7 +149,8 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     Raises:
         ValueError: naming the parameter and its allowed values.
     """
-    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES)):
+    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES),
+                          ("pose_check", POSE_CHECK_MODES)):
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"parameter {name}={getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
     for name in ("qos_depth", "queue_size", "path_max_length"):
@@ -147,6 +159,12 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     for name in ("map_publish_period_s", "status_period_s"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"parameter {name} must be > 0, got {getattr(cfg, name)}")
+    if not cfg.adapter and (cfg.pose_check in ("flag", "reject") or cfg.refine_window or cfg.online_adapter_training):
+        raise ValueError("parameters pose_check=flag/reject, refine_window and online_adapter_training need "
+                         "the parameter adapter (a trained adapter.safetensors, vggt backend)")
+    for name in ("online_clip_len", "online_eval_every"):
+        if getattr(cfg, name) < (2 if name == "online_clip_len" else 1):
+            raise ValueError(f"parameter {name} is too small: {getattr(cfg, name)}")
     if not cfg.image_topic or not cfg.map_frame:
         raise ValueError("parameters image_topic and map_frame must not be empty")
     return cfg
@@ -197,6 +215,9 @@ def backend_options(cfg: NodeConfig) -> dict[str, Any]:
             continue
         if v not in ("", 0, False):
             opts[k] = v
+    if cfg.adapter:  # Selfi alignment options exist only on the vggt backend: passed with an adapter only
+        opts.update(adapter=cfg.adapter, pose_check=cfg.pose_check, pose_check_max_rot_deg=cfg.pose_check_max_rot_deg,
+                    pose_check_max_rel_trans=cfg.pose_check_max_rel_trans, refine_window=cfg.refine_window)
     return opts
 
 

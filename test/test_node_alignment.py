@@ -1,0 +1,108 @@
+"""Node plumbing of the Selfi alignment: parameters -> backend options, and the online adapter hook (swaps
+only on a held-out improvement; stub scorer). Tiny RANDOM-weight model: plumbing only."""
+import numpy as np
+import pytest
+import torch
+
+from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, save_adapter
+from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.engine.types import Frame
+from selfi_ros.model.config import VGGTConfig
+from selfi_ros.ros import params as P
+from selfi_ros.ros.node import make_backend_from_config
+from selfi_ros.ros.online_hook import OnlineAdapterHook
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def adapter_path(tmp_path_factory):
+    torch.manual_seed(5)
+    a = FeatureAdapter(AdapterConfig.for_backbone(VGGTConfig.tiny(sail_reloc=True)))
+    return str(save_adapter(a, tmp_path_factory.mktemp("ad") / "adapter.safetensors"))
+
+
+def _frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame(stamp_ns=1000 * i, image=rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), index=i)
+            for i in range(n)]
+
+
+def _synthetic_window(wid, H=42, W=56):
+    """A window whose pseudo-GT is consistent: fronto-parallel plane at depth 2, second camera 0.05 to the
+    right (so every pixel has a visible correspondence)."""
+    from selfi_ros.engine.types import WindowReconstruction
+
+    rng = np.random.default_rng(wid)
+    E = np.stack([np.hstack([np.eye(3), np.zeros((3, 1))])] * 3)
+    E[1, 0, 3], E[2, 0, 3] = -0.05, -0.1
+    K = np.array([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]])
+    return WindowReconstruction(window_id=wid, stamps_ns=np.arange(3), frame_indices=np.arange(3), extrinsics=E,
+                                intrinsics=np.stack([K] * 3), image_size_hw=(H, W),
+                                depth=np.full((3, H, W), 2.0, np.float32),
+                                colors=rng.integers(0, 255, (3, H, W, 3), dtype=np.uint8))
+
+
+def test_alignment_parameters(adapter_path):
+    node, _ = P.configs_from_values({"adapter": adapter_path, "pose_check": "reject", "refine_window": True,
+                                     "pose_check_max_rot_deg": 3})
+    opts = P.backend_options(node)
+    assert opts["adapter"] == adapter_path and opts["pose_check"] == "reject" and opts["refine_window"] is True
+    assert opts["pose_check_max_rot_deg"] == 3.0 and opts["pose_check_max_rel_trans"] == 0.1
+    assert P.backend_options(P.NodeConfig()) == {}  # no adapter: no alignment options (other backends)
+    with pytest.raises(ValueError, match="pose_check"):
+        P.configs_from_values({"pose_check": "sometimes"})
+    for bad in ({"pose_check": "reject"}, {"refine_window": True}, {"online_adapter_training": True}):
+        with pytest.raises(ValueError, match="adapter"):
+            P.configs_from_values(bad)
+    with pytest.raises(ValueError, match="online_clip_len"):
+        P.configs_from_values({"adapter": adapter_path, "online_clip_len": 1})
+    cfg = P.NodeConfig(backend="vggt", allow_random_weights=True, model_config="tiny", image_width=56,
+                       adapter=adapter_path, pose_check="reject", pose_check_max_rot_deg=2.0)
+    b = make_backend_from_config(cfg)
+    assert isinstance(b, VGGTBackend) and b.adapter is not None
+    assert b.pose_check == "reject" and b.pose_check_max_rot_deg == 2.0 and b.refine_window is False
+
+
+def test_online_hook_swaps_only_on_improvement(adapter_path):
+    b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56, adapter=adapter_path)
+    first = b.adapter
+    scores = iter([0.50, 0.505, 0.60])  # current, candidate (gain < min_gain), candidate (gain)
+    calls = []
+
+    def stub(adapter, clips):
+        calls.append((adapter, len(clips)))
+        return next(scores)
+
+    hook = OnlineAdapterHook(b, clip_len=2, eval_every=1, min_gain=0.01, score_fn=stub, start=False,
+                             holdout_every=2, num_queries=32, amp=False)
+    fr = _frames(8)
+    short = b.reconstruct_window(0, fr[:1])
+    assert hook.feed_window(short) is False and hook.windows_skipped == 1
+    assert hook.trainer.step() is False  # nothing buffered yet
+    for w in range(2):  # clip 1 -> training buffer, clip 2 -> held out
+        assert hook.feed_window(_synthetic_window(w + 1))
+    st = hook.trainer.stats
+    assert st.train_clips == 1 and st.val_clips == 1
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    assert hook.trainer.step() is True  # trains, evaluates: 0.505 < 0.50 + 0.01 -> kept
+    assert st.swaps == 0 and st.rejected == 1 and hook.poll_swap() is False and b.adapter is first
+    assert hook.trainer.step() is True  # 0.60 >= 0.51 -> swapped
+    assert st.swaps == 1 and hook.poll_swap() is True and hook.swaps == 1
+    assert hook.poll_swap() is False  # the same adapter is not handed over twice
+    assert b.adapter is first  # takes effect at the next window only
+    b.reconstruct_window(9, fr[:3])
+    assert b.adapter is not first and b.alignment_counts["adapter_swaps"] == 1
+    # the candidate was trained (weights differ), the original adapter was never modified in place
+    for k, v in first.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    changed = any(not torch.equal(v, before[k].to(v.device)) for k, v in b.adapter.state_dict().items())
+    assert changed and hook.trainer._trainer.empty_steps == 0
+    assert all(n == 1 for _, n in calls)  # scored on the one held-out clip
+    assert hook.values()["online_swaps"] == 1
+
+
+def test_online_hook_needs_an_adapter():
+    b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56)
+    with pytest.raises(ValueError, match="adapter"):
+        OnlineAdapterHook(b, start=False)
