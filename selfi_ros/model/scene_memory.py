@@ -32,6 +32,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from .aggregator import validate_images
+from .errors import oom_guard
 from .vggt import autocast_dtype, pose_encoding_to_cameras
 
 TokensSpec = Union[str, int]
@@ -289,6 +290,8 @@ def query_pass(model, memory: SceneMemory, images: torch.Tensor, batch_size: int
         autocast: use the official CUDA autocast dtype (no effect on CPU).
     Returns:
         :class:`QueryResult` in the first anchor's camera frame.
+    Raises:
+        ModelOutOfMemoryError: a batch did not fit on the GPU (names the batch size and resolution).
     """
     if model.camera_head is None:
         raise RuntimeError("query_pass needs a model with a camera head")
@@ -301,7 +304,7 @@ def query_pass(model, memory: SceneMemory, images: torch.Tensor, batch_size: int
     parts = []
     for b0 in range(0, images.shape[0], batch_size):
         chunk = images[b0:b0 + batch_size]
-        with torch.inference_mode():
+        with oom_guard("localizing", chunk), torch.inference_mode():
             ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
             with ctx:
                 outs, psi = query_aggregate(model, memory, chunk)
@@ -323,7 +326,7 @@ def run_anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec =
     images = _as_5d(images, model.cfg.patch_size).to(device)
     dt = autocast_dtype(device) if autocast else None
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.inference_mode():
+    with oom_guard("reconstructing the anchor window of", images), torch.inference_mode():
         ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
         with ctx:
             memory, outs, psi = anchor_pass(model, images, tokens_per_anchor, gen, kv_source, memory_device,

@@ -22,6 +22,7 @@ from torch import nn
 
 from .aggregator import Aggregator, validate_images
 from .config import VGGTConfig
+from .errors import oom_guard
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,15 @@ class VGGT(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def compile_for_inference(self, **compile_kwargs) -> "VGGT":
+        """Compile the aggregator and the heads in place with ``torch.compile`` (``nn.Module.compile``), so
+        ``state_dict`` names stay those of the checkpoint. Optional: the first calls at each new input
+        shape pay the compilation; worth it for long runs at a fixed resolution. Returns ``self``."""
+        for m in (self.aggregator, self.camera_head, self.depth_head, self.point_head, self.track_head):
+            if m is not None:
+                m.compile(**compile_kwargs)
+        return self
+
     def forward(self, images: torch.Tensor, query_points: Optional[torch.Tensor] = None,
                 frames_chunk_size: int = 8) -> VGGTOutput:
         """Run the network.
@@ -172,8 +182,14 @@ class VGGT(nn.Module):
             :class:`VGGTOutput`.
         Raises:
             ValueError / TypeError on malformed images (rank, channels, dtype, size, empty, NaN).
+            ModelOutOfMemoryError: the GPU ran out of memory (message: frames, resolution, what to lower).
         """
         validate_images(images, self.cfg.patch_size, ndim=(4, 5))
+        with oom_guard("running VGGT on", images):
+            return self._forward(images, query_points, frames_chunk_size)
+
+    def _forward(self, images: torch.Tensor, query_points: Optional[torch.Tensor],
+                 frames_chunk_size: int) -> VGGTOutput:
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if query_points is not None and query_points.dim() == 2:
