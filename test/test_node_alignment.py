@@ -106,3 +106,50 @@ def test_online_hook_needs_an_adapter():
     b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56)
     with pytest.raises(ValueError, match="adapter"):
         OnlineAdapterHook(b, start=False)
+
+
+def test_node_with_adapter_end_to_end_counts_in_diagnostics(adapter_path, tmp_path):
+    """selfi_node (own process, LOCALHOST, own domain) with the tiny random vggt, an adapter, pose_check
+    flag, refine_window and online training: the alignment counters reach /diagnostics and add up."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("selfi_ros.msg", reason="selfi_ros interfaces not built (scripts/build_interfaces.sh)")
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from selfi_ros.ros.player import play
+    from selfi_ros_testing import NodeProcess, RosClient, diag_values, free_domain_id
+    from test_node_vggt import BAG, IMAGE_TOPIC, STATUS, VGGT_PARAMS, status_mod
+
+    d = free_domain_id()
+    params = {**VGGT_PARAMS, "adapter": adapter_path, "pose_check": "flag", "refine_window": True,
+              "online_adapter_training": True, "online_clip_len": 4, "torch_threads": 1}
+    node = NodeProcess(d, params, str(tmp_path / "node.log"))
+    c = RosClient(d)
+    try:
+        c.record(status_mod.SelfiStatus, STATUS)
+        c.record(DiagnosticArray, "/diagnostics")
+        assert c.wait_for(lambda: c.node.count_subscribers(IMAGE_TOPIC + "/compressed") >= 1, 60, node), \
+            node.log()[-3000:]
+        c.wait_for(lambda: False, 0.5)
+        play(BAG, rate=10.0, topics=[IMAGE_TOPIC + "/compressed", "/camera/camera_info"], node=c.node,
+             wait_subscribers=10.0, quiet=True)
+
+        def done():
+            s = c.get(STATUS)
+            return bool(s) and s[-1].frames_in >= 48 and s[-1].queue_depth == 0 and s[-1].windows >= 2
+        assert c.wait_for(done, 60, node), (c.get(STATUS)[-1:], node.log()[-3000:])
+        c.wait_for(lambda: False, 1.0)
+        st = c.get(STATUS)[-1]
+        diags = [diag_values(m) for m in c.get("/diagnostics") if m.status and m.status[0].name.startswith("selfi_node")]
+        dv = diags[-1]
+        n = {k: int(dv[k]) for k in ("pose_checks", "pose_check_ok", "pose_check_flagged", "pose_check_rejected",
+                                     "pose_check_unverified", "refine_applied", "refine_rejected",
+                                     "online_windows_fed", "online_windows_skipped")}
+        assert n["pose_checks"] >= 1 and n["pose_check_rejected"] == 0  # flag mode never rejects
+        assert n["pose_check_ok"] + n["pose_check_flagged"] + n["pose_check_unverified"] == n["pose_checks"]
+        assert n["refine_applied"] + n["refine_rejected"] == st.windows
+        assert n["online_windows_fed"] + n["online_windows_skipped"] == st.windows and n["online_windows_fed"] >= 1
+        assert st.localization_failures == 0  # flagged poses are kept
+        assert "online adapter training on" in node.log()
+    finally:
+        c.close()
+        node.stop()

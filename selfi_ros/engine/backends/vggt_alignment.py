@@ -162,7 +162,7 @@ class QueryCheck:
 
 def check_query(query_features: torch.Tensor, K_net: np.ndarray, learned: np.ndarray,
                 store: AnchorFeatureStore, max_rot_deg: float, max_rel_trans: float, num_anchors: int = 4,
-                stride: int = 2, reproj_px: float = 3.0, min_inliers: int = 12) -> QueryCheck:
+                stride: int = 4, reproj_px: float = 3.0, min_inliers: int = 12) -> QueryCheck:
     """Geometric check of one learned query pose against the current window (see the module docstring).
 
     Args:
@@ -221,9 +221,9 @@ class RefineOutcome:
 
 def refine_window(features: torch.Tensor, depth: np.ndarray, depth_valid: np.ndarray, K: np.ndarray,
                   extrinsics: np.ndarray, downsample: int = 2, pair_span: int = 2, stride: int = 2,
-                  max_per_pair: int = 400, init_gate_px: float = 8.0, refine_focal: bool = True,
+                  max_per_pair: int = 200, init_gate_px: float = 8.0, refine_focal: bool = True,
                   max_rot_deg: float = 5.0, max_rel_trans: float = 0.1, max_depth_change: float = 0.3,
-                  max_nfev: int = 50) -> RefineOutcome:
+                  max_nfev: int = 30) -> RefineOutcome:
     """Selfi window refinement: aligned-feature matches -> bundle adjustment -> affine depth correction.
 
     Args:
