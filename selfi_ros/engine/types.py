@@ -161,7 +161,7 @@ class LocalizationResult:
         confidence: [0, 1].
         depth: optional (H, W) float32 depth of the query (window units).
         points: optional (H, W, 3) float32 window-frame point map.
-        reason: failure reason when extrinsics is None.
+        reason: failure reason when extrinsics is None (for a "flagged" pose: the disagreement).
         check: outcome of the geometric pose check (Selfi aligned-feature PnP, vggt backend): "" (not
             checked), "ok", "flagged" (disagrees, kept), "rejected" (disagrees, extrinsics None) or
             "unverified" (PnP failed).

@@ -245,7 +245,7 @@ class VGGTBackend:
         self._apply_pending_adapter()
         feats = None
         try:
-            if self.adapter is None:
+            if self.adapter is None or (self.pose_check == "off" and not self.refine_window):
                 with self._amp():
                     memory, out = run_anchor_pass(self.model, images, self.tokens_per_anchor, seed=self.seed,
                                                   kv_source=self.kv_source, memory_device=self.memory_device,
