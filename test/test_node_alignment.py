@@ -130,13 +130,20 @@ def test_node_with_adapter_end_to_end_counts_in_diagnostics(adapter_path, tmp_pa
         assert c.wait_for(lambda: c.node.count_subscribers(IMAGE_TOPIC + "/compressed") >= 1, 60, node), \
             node.log()[-3000:]
         c.wait_for(lambda: False, 0.5)
-        play(BAG, rate=10.0, topics=[IMAGE_TOPIC + "/compressed", "/camera/camera_info"], node=c.node,
+        play(BAG, rate=1.0, topics=[IMAGE_TOPIC + "/compressed", "/camera/camera_info"], node=c.node,
              wait_subscribers=10.0, quiet=True)
 
         def done():
             s = c.get(STATUS)
             return bool(s) and s[-1].frames_in >= 48 and s[-1].queue_depth == 0 and s[-1].windows >= 2
-        assert c.wait_for(done, 60, node), (c.get(STATUS)[-1:], node.log()[-3000:])
+        def brief():
+            s = c.get(STATUS)
+            if not s:
+                return "no status"
+            s = s[-1]
+            return (f"frames_in={s.frames_in} queue={s.queue_depth} windows={s.windows} poses={s.poses} "
+                    f"window_ms={s.last_window_ms:.0f} localize_ms={s.last_localize_ms:.0f}")
+        assert c.wait_for(done, 150, node), brief() + "\n" + node.log()[-1500:]  # slow when the CPU is shared
         c.wait_for(lambda: False, 1.0)
         st = c.get(STATUS)[-1]
         diags = [diag_values(m) for m in c.get("/diagnostics") if m.status and m.status[0].name.startswith("selfi_node")]
