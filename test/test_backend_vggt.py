@@ -119,3 +119,20 @@ def test_invalid_fov_fails_cleanly(ckpt):
     assert b.memory_bytes == mem.nbytes > 0
     b.reset()
     assert b.memory is None and b.memory_bytes == 0
+
+
+def test_gpu_out_of_memory_becomes_a_backend_error_naming_frames_and_resolution(ckpt, monkeypatch):
+    """The engine counts BackendError and keeps the previous window; the message says what to lower."""
+    b = VGGTBackend(checkpoint=str(ckpt), image_width=WIDTH)
+    frames = _frames(3)
+    b.reconstruct_window(0, frames[:2])
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    monkeypatch.setattr(b.model.aggregator.patch_embed, "forward", oom)
+    with pytest.raises(BackendError, match=r"anchor window of 2 frame\(s\) at \d+x\d+ px.*window_size"):
+        b.reconstruct_window(1, frames[1:])
+    with pytest.raises(BackendError, match=r"localizing \d+ frame\(s\) at \d+x\d+ px.*image_width"):
+        b.localize(frames[2:])
+    assert b.memory is not None  # the previous window's memory stays valid

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ...model.config import VGGTConfig
+from ...model.errors import ModelOutOfMemoryError
 from ...model.loading import load_model
 from ...model.preprocessing import preprocess_images
 from ...model.scene_memory import (QueryResult, SceneMemory, _cat_results, anchor_pass, query_aggregate,
@@ -59,6 +60,13 @@ def _confidence(conf: Optional[torch.Tensor]) -> float:
     c = float(torch.nan_to_num(conf.float(), nan=1.0).median())
     return float(np.clip(1.0 - 1.0 / max(c, 1.0), 0.0, 1.0))
 
+
+
+def _oom_message(e: BaseException, what: str, images: torch.Tensor) -> str:
+    """Message of a GPU out-of-memory error: frames, resolution and what to lower (see model.errors)."""
+    if isinstance(e, ModelOutOfMemoryError):
+        return str(e)
+    return str(ModelOutOfMemoryError(what, images.shape[0], images.shape[-2], images.shape[-1], e))
 
 class VGGTBackend:
     """Backend on VGGT / SAIL-Recon. Implements :class:`~selfi_ros.engine.backend.Backend`.
@@ -252,8 +260,8 @@ class VGGTBackend:
                                                   autocast=False)
             else:
                 memory, out, feats = self._anchor_pass_aligned(images)
-        except torch.cuda.OutOfMemoryError as e:  # pragma: no cover - GPU only
-            raise BackendError(f"out of GPU memory reconstructing {len(anchors)} anchors: {e}") from e
+        except (ModelOutOfMemoryError, torch.cuda.OutOfMemoryError) as e:
+            raise BackendError(_oom_message(e, "reconstructing the anchor window of", images)) from e
         H, W = images.shape[-2:]
         extr = out.extrinsics()[0].double().cpu().numpy()
         Ks = out.intrinsics()[0].double().cpu().numpy()
@@ -478,12 +486,16 @@ class VGGTBackend:
         checking = (self.adapter is not None and self.pose_check != "off" and memory is self._memory
                     and self._anchor_store is not None)
         feats = None
-        if checking:
-            res, feats = self._query_pass_aligned(memory, images)
-        else:
-            with self._amp():
-                res = query_pass(self.model, memory, images, batch_size=self.query_batch_size,
-                                 with_depth=self.localize_depth, with_points=self.localize_points, autocast=False)
+        try:
+            if checking:
+                res, feats = self._query_pass_aligned(memory, images)
+            else:
+                with self._amp():
+                    res = query_pass(self.model, memory, images, batch_size=self.query_batch_size,
+                                     with_depth=self.localize_depth, with_points=self.localize_points,
+                                     autocast=False)
+        except (ModelOutOfMemoryError, torch.cuda.OutOfMemoryError) as e:
+            raise BackendError(_oom_message(e, "localizing", images)) from e
         H, W = images.shape[-2:]
         out = []
         Ks_net: List[Optional[np.ndarray]] = []
