@@ -156,6 +156,8 @@ def test_node_with_adapter_end_to_end_counts_in_diagnostics(adapter_path, tmp_pa
         assert n["refine_applied"] + n["refine_rejected"] == st.windows
         assert n["online_windows_fed"] + n["online_windows_skipped"] == st.windows and n["online_windows_fed"] >= 1
         assert st.localization_failures == 0  # flagged poses are kept
+        # the status message carries the same pose-check counts as /diagnostics
+        assert (st.pose_check_flagged, st.pose_check_rejected) == (n["pose_check_flagged"], n["pose_check_rejected"])
         assert "online adapter training on" in node.log()
     finally:
         c.close()

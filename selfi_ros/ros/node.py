@@ -619,6 +619,7 @@ class SelfiNode:
     def status_values(self) -> dict[str, Any]:
         """Everything ``~/status`` carries, as a dict (also used for /diagnostics)."""
         es = self._engine_status
+        align = getattr(self.engine.backend, "alignment_counts", None) or {}
         with self._lock:
             v = dict(
                 state=str(getattr(es, "state", "")), backend=self.backend_name, random_weights=self.random_weights,
@@ -630,6 +631,9 @@ class SelfiNode:
                 window_failures=int(getattr(es, "window_failures", 0)),
                 window_recoveries=int(getattr(es, "window_recoveries", 0)),
                 map_segments=int(getattr(es, "map_segments", 0)),
+                pose_check_flagged=int(align.get("pose_check_flagged", 0)),
+                pose_check_rejected=int(align.get("pose_check_rejected", 0)),
+                adapter_swaps=int(align.get("adapter_swaps", 0)),
                 queue_depth=len(self._queue), map_points=int(getattr(es, "map_points", 0)),
                 scale=float(getattr(es, "scale", 1.0)), scale_std=float(getattr(es, "scale_std", float("nan"))),
                 metric=bool(getattr(es, "metric", False)),
