@@ -164,6 +164,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-size", type=int, default=None, help="EngineConfig.window_size")
     parser.add_argument("--keyframe-min-flow-px", type=float, default=None, help="EngineConfig.keyframe_min_flow_px")
     parser.add_argument("--voxel-size", type=float, default=None, help="EngineConfig.voxel_size (map units)")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="backend constructor option (repeatable; VALUE read as YAML), e.g. num_threads=1 "
+                             "(colmap: deterministic), tokens_per_anchor=300 (vggt)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -176,6 +179,19 @@ def _config_from_args(args):
         if v is not None:
             setattr(cfg, name, type(getattr(cfg, name))(v))
     return cfg
+
+
+def _backend_options(items: Sequence[str]) -> dict:
+    """``["name=value", ...]`` -> {name: YAML-parsed value}; raises SystemExit on a malformed item."""
+    import yaml
+
+    opts = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--backend-option wants NAME=VALUE, got {item!r}")
+        opts[name.strip()] = yaml.safe_load(value)
+    return opts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         frames = frames_from_bag(args.bag, args.image_topic, args.camera_info_topic,
                                  use_camera_info=not args.no_camera_info, K=K)
-    opts = {}
+    opts = _backend_options(args.backend_option)
     if args.checkpoint:
         opts["checkpoint"] = args.checkpoint
     if args.device:

