@@ -320,8 +320,6 @@ def run_anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec =
         (memory, :class:`~selfi_ros.model.vggt.VGGTOutput` of the anchors (camera head over the anchors
         alone = the anchor part of SAIL's camera head)).
     """
-    from .vggt import VGGTOutput
-
     device = next(model.parameters()).device
     images = _as_5d(images, model.cfg.patch_size).to(device)
     dt = autocast_dtype(device) if autocast else None
@@ -331,16 +329,5 @@ def run_anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec =
         with ctx:
             memory, outs, psi = anchor_pass(model, images, tokens_per_anchor, gen, kv_source, memory_device,
                                             store_dtype)
-        out = VGGTOutput(images=images, random_weights=bool(getattr(model, "random_weights", False)))
-        dev = device.type
-        with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
-            tok32 = [t.float() if t is not None else None for t in outs]
-            if model.camera_head is not None:
-                out.pose_enc_list = model.camera_head(tok32)
-                out.pose_enc = out.pose_enc_list[-1]
-            if model.depth_head is not None:
-                out.depth, out.depth_conf = model.depth_head(tok32, images=images.float(), patch_start_idx=psi)
-            if model.point_head is not None:
-                out.world_points, out.world_points_conf = model.point_head(tok32, images=images.float(),
-                                                                           patch_start_idx=psi)
+        out = model.run_heads(outs, images, psi)
     return memory, out

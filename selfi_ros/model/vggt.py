@@ -195,6 +195,25 @@ class VGGT(nn.Module):
         if query_points is not None and query_points.dim() == 2:
             query_points = query_points.unsqueeze(0)
         tokens, psi = self.aggregator(images)
+        out = self.run_heads(tokens, images, psi, frames_chunk_size)
+        if self.track_head is not None and query_points is not None:
+            track_list, out.vis, out.track_conf = self.track_head(tokens, images=images, patch_start_idx=psi,
+                                                                  query_points=query_points)
+            out.track = track_list[-1]
+        return out
+
+    def run_heads(self, tokens: List[Optional[torch.Tensor]], images: torch.Tensor, patch_start_idx: int,
+                  frames_chunk_size: int = 8) -> VGGTOutput:
+        """Camera, depth and point heads (those that are enabled) on aggregated tokens, in fp32 with autocast
+        off as in the official code (facts file §9); the track head is not run here.
+
+        Args:
+            tokens: aggregator outputs, list indexed by layer, (B, S, P, 2C) (layers no head reads may be None).
+            images: (B, S, 3, H, W) in [0, 1].
+            patch_start_idx: index of the first patch token (5).
+        Returns:
+            :class:`VGGTOutput` with pose_enc(_list), depth(+conf), world_points(+conf) filled.
+        """
         out = VGGTOutput(images=images, random_weights=bool(self.random_weights))
         dev = images.device.type
         with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
@@ -204,15 +223,11 @@ class VGGT(nn.Module):
                 out.pose_enc_list = self.camera_head(tok32)
                 out.pose_enc = out.pose_enc_list[-1]
             if self.depth_head is not None:
-                out.depth, out.depth_conf = self.depth_head(tok32, images=img32, patch_start_idx=psi,
+                out.depth, out.depth_conf = self.depth_head(tok32, images=img32, patch_start_idx=patch_start_idx,
                                                             frames_chunk_size=frames_chunk_size)
             if self.point_head is not None:
                 out.world_points, out.world_points_conf = self.point_head(
-                    tok32, images=img32, patch_start_idx=psi, frames_chunk_size=frames_chunk_size)
-        if self.track_head is not None and query_points is not None:
-            track_list, out.vis, out.track_conf = self.track_head(tokens, images=images, patch_start_idx=psi,
-                                                                  query_points=query_points)
-            out.track = track_list[-1]
+                    tok32, images=img32, patch_start_idx=patch_start_idx, frames_chunk_size=frames_chunk_size)
         return out
 
     def infer(self, images: torch.Tensor, **kw) -> VGGTOutput:

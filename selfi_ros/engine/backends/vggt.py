@@ -39,9 +39,9 @@ from ...model.config import VGGTConfig
 from ...model.errors import ModelOutOfMemoryError
 from ...model.loading import load_model
 from ...model.preprocessing import preprocess_images
-from ...model.scene_memory import (QueryResult, SceneMemory, _cat_results, anchor_pass, query_aggregate,
+from ...model.scene_memory import (SceneMemory, _cat_results, anchor_pass, query_aggregate,
                                    query_heads, query_pass, run_anchor_pass)
-from ...model.vggt import VGGTOutput, autocast_dtype
+from ...model.vggt import autocast_dtype
 from ..backend import BackendError
 from ..types import Frame, LocalizationResult, WindowReconstruction
 from .memory_store import SceneMemoryStore
@@ -358,21 +358,8 @@ class VGGTBackend:
             with self._amp():
                 memory, outs, psi = anchor_pass(self.model, images5, self.tokens_per_anchor, gen, self.kv_source,
                                                 self.memory_device, None, keep_layers=self._keep_layers())
-            out = VGGTOutput(images=images5, random_weights=bool(getattr(self.model, "random_weights", False)))
-            dev = device.type
-            with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
-                tok32 = [t.float() if t is not None else None for t in outs]
-                m = self.model
-                if m.camera_head is not None:
-                    out.pose_enc_list = m.camera_head(tok32)
-                    out.pose_enc = out.pose_enc_list[-1]
-                if m.depth_head is not None:
-                    out.depth, out.depth_conf = m.depth_head(tok32, images=images5.float(), patch_start_idx=psi)
-                if m.point_head is not None:
-                    out.world_points, out.world_points_conf = m.point_head(tok32, images=images5.float(),
-                                                                           patch_start_idx=psi)
-                del tok32
-                feats = self._adapter_features(outs, images5, psi)
+            out = self.model.run_heads(outs, images5, psi)
+            feats = self._adapter_features(outs, images5, psi)
         return memory, out, feats
 
     def _query_pass_aligned(self, memory: SceneMemory, images: torch.Tensor):
