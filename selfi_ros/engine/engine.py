@@ -569,7 +569,6 @@ class Engine:
         """Reconstruct, chain and add a window; on success update state/outputs and return True.
 
         ``mode`` "segment": not chained (see :meth:`_segment_transform`); its anchors' poses are output."""
-        c = self.config
         st = self._status
         wid = self._next_window_id
         self._next_window_id += 1  # one id per attempt (a failed attempt's id is not reused)

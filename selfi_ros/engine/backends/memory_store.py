@@ -21,8 +21,6 @@ import re
 import tempfile
 from typing import Optional
 
-import torch
-
 from ...model.scene_memory import SceneMemory
 
 _NAME = re.compile(r"^window_(\d+)\.safetensors$")
