@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfi_ros.atomic import save_safetensors
 from selfi_ros.model.heads.dpt_head import DPTHead
 
 ADAPTER_FORMAT = "selfi_ros.adapter.v1"
@@ -137,17 +138,12 @@ def save_adapter(adapter: FeatureAdapter, path: Union[str, Path], extra_metadata
     Metadata keys: ``format`` = "selfi_ros.adapter.v1", ``adapter_config`` (JSON), plus the extras
     (e.g. ``random_backbone``, ``step``, ``pseudo_gt``).
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().float().cpu().contiguous() for k, v in adapter.state_dict().items()}
     meta = {"format": ADAPTER_FORMAT, "adapter_config": adapter.cfg.to_json()}
     for k, v in (extra_metadata or {}).items():
         meta[str(k)] = str(v)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    tmp.replace(path)
+    save_safetensors(str(path), sd, meta)
     return path
 
 

@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..atomic import torch_save
 from .adapter import AdapterConfig, FeatureAdapter, save_adapter
 from .loss import PCK_THRESHOLDS_PX, MatchMetrics, correspondence_loss
 from .pseudo_gt import pseudo_gt_correspondences, sample_query_pixels
@@ -318,9 +319,7 @@ class AdapterTrainer:
         self.empty_steps = int(st.get("empty_steps", 0))
 
     def save_state(self, path: Path) -> None:
-        tmp = Path(str(path) + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        torch_save(str(path), self.state_dict())
 
     def load_state(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))

@@ -12,37 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from ..geometry.se3 import invert_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
 from .types import PoseEstimate
-
-
-def atomic_write_bytes(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns the path."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None, comments: Sequence[str] = ()) -> bytes:

@@ -27,6 +27,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from ..atomic import save_safetensors, torch_save
 from .config import VGGTConfig
 
 log = logging.getLogger(__name__)
@@ -91,19 +92,17 @@ def _config_from_json(s: str) -> VGGTConfig:
 
 
 def save_checkpoint(model: torch.nn.Module, path: Union[str, Path]) -> Path:
-    """Write ``model.state_dict()`` to ``path`` (.safetensors or .pt) with its config embedded."""
+    """Write ``model.state_dict()`` to ``path`` (.safetensors or .pt) with its config embedded, atomically."""
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = getattr(model, "cfg", None)
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(sd, str(path), metadata={_CONFIG_KEY: _config_to_json(cfg)} if cfg else None)
+        save_safetensors(str(path), sd, {_CONFIG_KEY: _config_to_json(cfg)} if cfg else None)
     else:
         obj = {"model": sd}
         if cfg is not None:
             obj["config"] = _config_to_json(cfg)
-        torch.save(obj, path)
+        torch_save(str(path), obj)
     return path
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Optional
 
+from ...atomic import save_safetensors
 from ...model.scene_memory import SceneMemory
 
 _NAME = re.compile(r"^window_(\d+)\.safetensors$")
@@ -32,8 +32,6 @@ def save_scene_memory(memory: SceneMemory, path: str, extra: Optional[dict] = No
     Args:
         extra: JSON-serialisable values stored with it (e.g. the window id, anchor stamps).
     """
-    from safetensors.torch import save_file
-
     tensors, pos_index, seen = {}, [], {}
     for i, (k, v, p) in enumerate(zip(memory.keys, memory.values, memory.positions)):
         tensors[f"k.{i}"] = k.detach().cpu().contiguous()
@@ -49,17 +47,7 @@ def save_scene_memory(memory: SceneMemory, path: str, extra: Optional[dict] = No
             "kv_source": memory.kv_source, "query_special": memory.query_special,
             "random_weights": bool(memory.random_weights), "layers": len(memory.keys),
             "positions_index": pos_index, "extra": extra or {}}
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".safetensors", dir=d)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"selfi_ros_scene_memory": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_safetensors(path, tensors, {"selfi_ros_scene_memory": json.dumps(meta)})
     return os.path.getsize(path)
 
 
