@@ -28,11 +28,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from report import emit  # noqa: E402  (benchmarks/report.py)
+from selfi_ros.ros.recorder import latency_stats  # noqa: E402
 
 BAG = ROOT / "data" / "sample" / "woodbox_orbit.mcap"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -186,14 +186,14 @@ def run_one(name: str, rate: float, log_dir: Path) -> dict:
     first_pose = min(recv.values()) if recv else float("inf")
     after = [lat[s] for s in lat if pub_wall[s] >= first_pose]
     allv = list(lat.values())
-    pct = (lambda v, q: float(np.percentile(v, q)) if v else float("nan"))
+    lat_all, lat_after = latency_stats(allv), latency_stats(after)
     span = (max(recv.values()) - wall0) if recv else float("nan")
     return {
         "name": name, "rate": rate, "startup_s": startup_s, "played": len(pub_wall), "frames_in": int(st.frames_in),
         "dropped": int(st.frames_dropped), "rejected": int(st.frames_rejected), "keyframes": int(st.keyframes),
         "windows": int(st.windows), "poses": len(lat), "loc_failures": int(st.localization_failures),
-        "random_weights": bool(st.random_weights), "p50": pct(allv, 50), "p95": pct(allv, 95),
-        "p50_after": pct(after, 50), "p95_after": pct(after, 95), "n_after": len(after),
+        "random_weights": bool(st.random_weights), "p50": lat_all["p50_ms"], "p95": lat_all["p95_ms"],
+        "p50_after": lat_after["p50_ms"], "p95_after": lat_after["p95_ms"], "n_after": lat_after["count"],
         "throughput": len(lat) / span if span > 0 else float("nan"), "input_fps": 5.0 * rate,
         "play_s": t_played - wall0, "rss_mb": int(st.memory_bytes) / 2**20,
         "last_window_ms": float(st.last_window_ms), "last_localize_ms": float(st.last_localize_ms),
