@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import selfi_ros.engine.engine as E
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.types import Frame
 from selfi_ros.geometry.sim3 import umeyama

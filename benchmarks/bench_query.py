@@ -64,7 +64,7 @@ def worker(threads: int, reps: int, width: int, device: str = "cpu", size: str =
     import torch
 
     from bench_model import _cfg
-    from selfi_ros.engine.backends.vggt import VGGTBackend
+    from selfi_ros.backends.vggt import VGGTBackend
     from selfi_ros.model.loading import load_model
 
     torch.set_num_threads(threads)

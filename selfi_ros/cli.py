@@ -12,13 +12,13 @@ import sys
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("selfi_ros.demo", "run the node on the bundled sample bag, record its outputs, report ATE and latency"),
+    "demo": ("selfi_ros.apps.demo", "run the node on the bundled sample bag, record its outputs, report ATE and latency"),
     "play": ("selfi_ros.ros.player", "publish an MCAP bag's messages through rclpy at the recorded rate"),
     "record": ("selfi_ros.ros.recorder", "record /tf and PointCloud2 topics to a trajectory and a PLY map"),
-    "reconstruct": ("selfi_ros.reconstruct", "run the engine offline on an image folder or a bag"),
-    "eval": ("selfi_ros.evaluation", "ATE/RPE of a TUM trajectory against ground truth (evo)"),
-    "train-adapter": ("selfi_ros.alignment.train", "train the Selfi feature adapter self-supervised"),
-    "make-sample": ("selfi_ros.data.sample", "re-create the bundled sample bag from its source"),
+    "reconstruct": ("selfi_ros.apps.reconstruct", "run the engine offline on an image folder or a bag"),
+    "eval": ("selfi_ros.apps.evaluate", "ATE/RPE of a TUM trajectory against ground truth (evo)"),
+    "train-adapter": ("selfi_ros.apps.train_adapter", "train the Selfi feature adapter self-supervised"),
+    "make-sample": ("selfi_ros.apps.make_sample", "re-create the bundled sample bag from its source"),
 }
 
 

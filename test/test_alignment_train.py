@@ -143,7 +143,7 @@ def test_random_backbone_pseudo_gt_is_counted_not_silent(tmp_path):
 
 def test_load_bag_frames_reads_image_topic(tmp_path, monkeypatch):
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from selfi_ros.alignment.train import load_bag_frames
+    from selfi_ros.apps.train_adapter import load_bag_frames
     from selfi_ros.ros.bag import BagWriter
     from selfi_ros.ros.conversions import rgb8_to_compressed, rgb8_to_image
     rng = np.random.default_rng(0)

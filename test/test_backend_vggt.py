@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from selfi_ros.engine.backend import Backend, BackendError
-from selfi_ros.engine.backends import make_backend
-from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.backends import make_backend
+from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.types import Frame
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.model.loading import WeightsNotFoundError, build_model, save_checkpoint

@@ -6,8 +6,8 @@ import torch
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, save_adapter
 from selfi_ros.alignment.localizer import pose_difference
-from selfi_ros.engine.backends import vggt_alignment as va
-from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.backends import vggt_alignment as va
+from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.types import Frame
 from selfi_ros.model.config import VGGTConfig
 

@@ -5,11 +5,11 @@ import pytest
 
 from selfi_ros.data import SAMPLE_BAG, SAMPLE_GT_TUM
 from selfi_ros.engine.backend import Backend, BackendError
-from selfi_ros.engine.backends import make_backend
-from selfi_ros.engine.backends.colmap import ColmapBackend
+from selfi_ros.backends import make_backend
+from selfi_ros.backends.colmap import ColmapBackend
 from selfi_ros.engine.io import read_tum
 from selfi_ros.engine.types import Frame
-from selfi_ros.reconstruct import frames_from_bag
+from selfi_ros.apps.reconstruct import frames_from_bag
 
 ANCHORS = [0, 2, 4, 6, 8, 10]
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from selfi_ros.data import CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, SAMPLE_BAG
-from selfi_ros.demo import count_messages, format_summary, run_demo
+from selfi_ros.apps.demo import count_messages, format_summary, run_demo
 from selfi_ros.engine.io import read_ply, read_tum
-from selfi_ros.evaluation import evaluate
+from selfi_ros.apps.evaluate import evaluate
 
 N_FRAMES = 48
 
@@ -68,7 +68,7 @@ def test_tf_poses_are_image_stamped_and_accurate(demo):
     run 2x slower) is checked by its counter."""
     bag, out, s = demo
     stamps, _ = read_tum(os.path.join(out, "trajectory.tum"))
-    from selfi_ros.reconstruct import frames_from_bag
+    from selfi_ros.apps.reconstruct import frames_from_bag
 
     assert set(stamps.tolist()) <= {f.stamp_ns for f in frames_from_bag(bag)}
     assert s["groundtruth"] and s["groundtruth"].endswith("groundtruth.tum")  # taken from the bag's GT topic
@@ -165,7 +165,7 @@ def test_demo_exit_status(monkeypatch, capsys):
     """`selfi-ros demo` exits 1 when no pose or no cloud arrived, 0 when both did."""
     import argparse
 
-    import selfi_ros.demo as demo_mod
+    import selfi_ros.apps.demo as demo_mod
 
     base = {"frames_in": 0, "images_in_bag": 48, "frames_dropped": 0, "frames_rejected": 0,
             "frames_lost_in_transport": 48, "keyframes": 0, "windows": 0, "poses_received": 0, "map_points": 0,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence
 from selfi_ros.engine.chaining import ChainingError, SharedFrame, chain_window, fit_from_poses
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.geometry.sim3 import Sim3, umeyama

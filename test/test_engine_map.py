@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from selfi_ros.engine import io as eio
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.map import PointMap, TrajectoryStore, voxel_downsample, voxel_keys
 from selfi_ros.engine.types import Frame, PoseEstimate, PoseKind

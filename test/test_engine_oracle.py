@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from selfi_ros.engine.backend import Backend, BackendError
-from selfi_ros.engine.backends import make_backend
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence, render_box_room
+from selfi_ros.backends import make_backend
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence, render_box_room
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.types import Frame, PoseKind
 from selfi_ros.geometry.camera import project

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from selfi_ros.engine.backend import BackendError
-from selfi_ros.engine.backends.oracle import OracleBackend, OracleScene, make_box_room_sequence, render_box_room
+from selfi_ros.backends.oracle import OracleBackend, OracleScene, make_box_room_sequence, render_box_room
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.types import Frame, LocalizationResult, PoseKind
 from selfi_ros.geometry.sim3 import umeyama
@@ -186,7 +186,7 @@ def test_under_load_non_keyframes_are_skipped_and_keyframes_processed(seq):
     outs = [eng.process_frame(f, under_load=(f.index % 3 != 0 and f.index % 2 == 0)) for f in frames]
     st = eng.status()
     skipped = [f.index for f in frames if f.index % 3 != 0 and f.index % 2 == 0]
-    assert st.localization_skipped == len(skipped)
+    assert st.frames_skipped == len(skipped)
     assert st.keyframes == 30 and st.windows >= 6  # keyframes (every 3rd frame) not starved
     posed = {p.frame_index for o in outs for p in o.poses}
     assert posed.isdisjoint(skipped)

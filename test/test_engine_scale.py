@@ -9,7 +9,7 @@ the median of ~15 such ratios has a std of ~1.25 * 8 % / sqrt(15) ~ 2.6 %. We re
 import numpy as np
 import pytest
 
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.scale import OdometryBuffer, ScaleEstimator
 from selfi_ros.engine.types import OdometrySample

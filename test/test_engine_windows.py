@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from selfi_ros.engine.backends.oracle import OracleBackend, make_box_room_sequence
+from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.keyframes import Keyframe
 from selfi_ros.engine.types import Frame

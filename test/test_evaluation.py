@@ -1,4 +1,4 @@
-"""selfi_ros.evaluation: ATE after Sim(3) alignment and RPE (evo) against independent numpy computations."""
+"""selfi_ros.apps.evaluate: ATE after Sim(3) alignment and RPE (evo) against independent numpy computations."""
 import json
 import os
 
@@ -8,7 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from selfi_ros.engine.io import write_tum
 from selfi_ros.engine.types import PoseEstimate
-from selfi_ros.evaluation import evaluate
+from selfi_ros.apps.evaluate import evaluate
 
 
 def _helix(n=40):

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, save_adapter
-from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.types import Frame
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.ros import params as P
 from selfi_ros.ros.node import make_backend_from_config
-from selfi_ros.ros.online_hook import OnlineAdapterHook
+from selfi_ros.backends.vggt_online import OnlineAdapterHook
 
 torch.set_num_threads(1)
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
-from selfi_ros.engine.backends.colmap import ColmapBackend
+from selfi_ros.backends.colmap import ColmapBackend
 from selfi_ros.engine.io import read_tum
 from selfi_ros.engine.types import Frame
 from selfi_ros.geometry.sim3 import umeyama

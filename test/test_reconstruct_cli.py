@@ -11,8 +11,8 @@ from selfi_ros.cli import main
 from selfi_ros.data import CAMERA_INFO_TOPIC, IMAGE_TOPIC, SAMPLE_BAG, SAMPLE_GT_TUM
 from selfi_ros.engine.io import read_ply, read_tum, write_tum
 from selfi_ros.engine.types import PoseEstimate
-from selfi_ros.evaluation import evaluate
-from selfi_ros.reconstruct import frames_from_bag, frames_from_folder
+from selfi_ros.apps.evaluate import evaluate
+from selfi_ros.apps.reconstruct import frames_from_bag, frames_from_folder
 
 # 12 wide-baseline frames (every 2nd of the sample); the default window_size (6). One COLMAP thread makes the
 # run deterministic (its multi-threaded mapper is not). With window_size 4 the same frames need 9 chained

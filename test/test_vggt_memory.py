@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from selfi_ros.engine.backend import BackendError
-from selfi_ros.engine.backends.memory_store import SceneMemoryStore, load_scene_memory, save_scene_memory
-from selfi_ros.engine.backends.vggt import VGGTBackend
+from selfi_ros.backends.memory_store import SceneMemoryStore, load_scene_memory, save_scene_memory
+from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.types import Frame
 

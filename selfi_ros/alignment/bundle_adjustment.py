@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.sparse import coo_matrix
 
-from .matching import Matches
+from selfi_ros.alignment.matching import Matches
 
 
 def rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from .matching import Matches, match_features
+from selfi_ros.alignment.matching import Matches, match_features
 
 log = logging.getLogger(__name__)
 

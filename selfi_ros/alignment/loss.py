@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .pseudo_gt import Correspondences, sample_map
+from selfi_ros.alignment.pseudo_gt import Correspondences, sample_map
 
 DEFAULT_TEMPERATURE = 100.0
 PCK_THRESHOLDS_PX = (1.0, 3.0, 5.0)

@@ -25,8 +25,8 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .adapter import FeatureAdapter
-from .train import AdapterTrainer, Clip
+from selfi_ros.alignment.adapter import FeatureAdapter
+from selfi_ros.alignment.train import AdapterTrainer, Clip
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from selfi_ros.engine.io import write_tum_matrices
+
 #: where the views and YAML lie once ``opencv-doc`` is installed
 OPENCV_DATA_DIR = "/usr/share/doc/opencv-doc/examples/data"
 #: view numbers of the 13 files (``left10.jpg`` does not exist)
@@ -141,13 +143,6 @@ def check_ground_truth(images: dict, K: np.ndarray, poses: dict, board_size: tup
     return out
 
 
-def _tum_line(t: float, T: np.ndarray) -> str:
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(T[:3, :3]).as_quat()  # x, y, z, w
-    return f"{t:.1f} " + " ".join(f"{v:.9f}" for v in (*T[:3, 3], *q))
-
-
 def make(src_dir: str = OPENCV_DATA_DIR, out_dir: str = REAL_DIR, quality: int = 85) -> dict:
     """Write the undistorted views, K, ground truth and README to ``out_dir``; return the check RMS."""
     import cv2
@@ -174,11 +169,10 @@ def make(src_dir: str = OPENCV_DATA_DIR, out_dir: str = REAL_DIR, quality: int =
                    "source_distortion_k1_k2_p1_p2_k3": cal.dist.tolist(),
                    "board_inner_corners_cols_rows": list(cal.board_size), "square_size_m": cal.square},
                   f, indent=1)
-    lines = ["# T_board_cam of OpenCV sample views leftNN.jpg (t = NN), board frame = map, metres",
-             "# t tx ty tz qx qy qz qw"]
-    lines += [_tum_line(float(n), poses[n]) for n in VIEW_NUMBERS]
-    with open(os.path.join(out_dir, "groundtruth.tum"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_tum_matrices(os.path.join(out_dir, "groundtruth.tum"), [n * 1_000_000_000 for n in VIEW_NUMBERS],
+                       [poses[n] for n in VIEW_NUMBERS],
+                       comments=["T_board_cam of OpenCV sample views leftNN.jpg (t = NN), board frame = map, metres",
+                                 "t tx ty tz qx qy qz qw"])
     rms = check_ground_truth(images, cal.K, poses, cal.board_size, cal.square)
     _write_readme(out_dir, cal, rms)
     return rms

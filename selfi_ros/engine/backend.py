@@ -1,15 +1,16 @@
-"""The interface every reconstruction backend implements (colmap, vggt, oracle).
+"""The interface every reconstruction backend implements (colmap, vggt, oracle: :mod:`selfi_ros.backends`).
 
-A backend knows nothing about streams, windows policy, chaining or ROS: the engine hands it a list of
+A backend knows nothing about streams, window policy, chaining or ROS: the engine hands it a list of
 anchor frames to reconstruct jointly, then query frames to localize against the last reconstructed
 window. All geometry it returns is in the *window frame* (up to scale); the engine chains windows into
-the map frame.
+the map frame. :class:`BackendBase` gives the optional members their defaults.
 """
 from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from .types import Frame, LocalizationResult, WindowReconstruction
+from selfi_ros.engine.status import BackendStatus
+from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
 
 class BackendError(RuntimeError):
@@ -48,3 +49,33 @@ class Backend(Protocol):
     def reset(self) -> None:
         """Drop all scene memory."""
         ...
+
+    def status(self) -> BackendStatus:
+        """Counters and figures of this backend (a fresh object; cheap: called at the status rate)."""
+        ...
+
+    def set_idle(self, idle: bool) -> None:
+        """Tell the backend whether its caller is idle (no frames waiting): background work such as
+        online adapter training runs only while idle."""
+        ...
+
+    def close(self) -> None:
+        """Stop background work and release resources; the backend is not used afterwards."""
+        ...
+
+
+class BackendBase:
+    """Defaults for the optional members of :class:`Backend`: no counters, no background work."""
+
+    name: str = ""
+    random_weights: bool = False
+
+    def status(self) -> BackendStatus:
+        """No counters: ``BackendStatus()``."""
+        return BackendStatus()
+
+    def set_idle(self, idle: bool) -> None:
+        """No background work: ignored."""
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..geometry.sim3 import Sim3, ransac_sim3, robust_sim3, umeyama
+from selfi_ros.geometry.sim3 import Sim3, ransac_sim3, robust_sim3, umeyama
 
 
 class ChainingError(RuntimeError):

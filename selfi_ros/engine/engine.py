@@ -46,17 +46,18 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..geometry.camera import depth_to_points_cam, scale_intrinsics
-from ..geometry.se3 import invert_transform
-from ..geometry.sim3 import Sim3
-from . import io as eio
-from .backend import Backend, BackendError
-from .chaining import ChainingError, SharedFrame, chain_window
-from .keyframes import Keyframe, KeyframeBuffer, KeyframeSelector
-from .map import PointMap, TrajectoryStore
-from .scale import OdometryBuffer, ScaleEstimator
-from .types import Frame, LocalizationResult, OdometrySample, PoseEstimate, PoseKind, WindowReconstruction
-from .windows import WindowPolicy, anchor_coverage
+from selfi_ros.geometry.camera import depth_to_points_cam, scale_intrinsics
+from selfi_ros.geometry.se3 import invert_transform
+from selfi_ros.geometry.sim3 import Sim3
+from selfi_ros.engine import io as eio
+from selfi_ros.engine.backend import Backend, BackendError
+from selfi_ros.engine.chaining import ChainingError, SharedFrame, chain_window
+from selfi_ros.engine.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector
+from selfi_ros.engine.map import PointMap, TrajectoryStore
+from selfi_ros.engine.scale import OdometryBuffer, ScaleEstimator
+from selfi_ros.engine.status import EngineStatus
+from selfi_ros.engine.types import Frame, LocalizationResult, OdometrySample, PoseEstimate, PoseKind, WindowReconstruction
+from selfi_ros.engine.windows import WindowPolicy, anchor_coverage
 
 log = logging.getLogger("selfi_ros.engine")
 
@@ -86,7 +87,7 @@ class EngineConfig:
     max_points_per_window: int = 200_000  # subsample each window's cloud to this many points
     # scale
     use_odometry_scale: bool = True  # estimate metric scale from odometry when it is available
-    # added by the engine owner
+    # windows, chaining, recovery and bounds
     window_min_anchor_coverage: float = 0.3  # new window when anchors cover less of a keyframe (fraction of 8x8 grid)
     max_held_frames: int = 64  # frames held until the first window exists (frames); older ones dropped
     max_trajectory_poses: int = 100_000  # poses kept for trajectory()/save (poses)
@@ -125,41 +126,6 @@ class EngineOutput:
     is_keyframe: bool = False
     rejected: str = ""
     metric: bool = False
-
-
-@dataclass
-class EngineStatus:
-    """Counters and figures for the status message and /diagnostics."""
-
-    state: str = "initializing"  # initializing | mapping | localizing | lost
-    backend: str = ""
-    random_weights: bool = False
-    frames_in: int = 0
-    frames_rejected: int = 0
-    keyframes: int = 0
-    windows: int = 0
-    poses: int = 0
-    localization_failures: int = 0
-    map_points: int = 0
-    scale: float = 1.0  # metres per map unit (1.0 and metric=False without odometry)
-    scale_std: float = float("nan")
-    metric: bool = False
-    chain_residual: float = float("nan")
-    memory_bytes: int = 0
-    last_window_ms: float = 0.0
-    last_localize_ms: float = 0.0
-    # added by the engine owner
-    window_failures: int = 0  # BackendError / chaining failures of reconstruct_window
-    chain_failures: int = 0  # windows rejected because chaining failed
-    held_dropped: int = 0  # non-keyframes dropped from the hold list before the first window
-    keyframes_dropped: int = 0  # keyframes dropped from the bounded buffer
-    backend_errors: int = 0  # BackendError raised by the backend (any call)
-    window_recoveries: int = 0  # windows made by a fallback plan after failed attempts (other overlap, fresh)
-    map_segments: int = 0  # map discontinuities: windows started as a new segment (not chained; pose guessed)
-    localization_skipped: int = 0  # non-keyframes not localized because the caller was under load
-    scale_pairs: int = 0
-    map_voxel_size: float = float("nan")  # effective voxel edge (map units) after any coarsening
-    last_error: str = ""
 
 
 @dataclass
@@ -278,7 +244,7 @@ class Engine:
             under_load: the caller has newer frames waiting (e.g. the node's queue is not empty). Keyframe
                 selection still runs (cheap optical flow) and keyframes are fully processed, but a frame
                 that is not a keyframe is neither localized nor held: no pose, counted in
-                ``status().localization_skipped``. This keeps the newest frames and the keyframes
+                ``status().frames_skipped``. This keeps the newest frames and the keyframes
                 flowing when the backend is slower than the camera. Ignored when the config's
                 ``skip_stale_non_keyframes`` is False.
         """
@@ -319,7 +285,7 @@ class Engine:
 
         if kf is None and under_load and c.skip_stale_non_keyframes and (
                 c.localize_non_keyframes or self._T_map_window is None):
-            self._status.localization_skipped += 1
+            self._status.frames_skipped += 1
             return out
         if self._T_map_window is None:  # ---------------- building the first window
             if kf is None:

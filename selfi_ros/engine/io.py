@@ -16,9 +16,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
-from ..geometry.se3 import invert_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
-from .types import PoseEstimate
+from selfi_ros.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from selfi_ros.geometry.se3 import invert_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from selfi_ros.engine.types import PoseEstimate
 
 
 def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None, comments: Sequence[str] = ()) -> bytes:
@@ -66,17 +66,37 @@ def read_ply(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     return P, C
 
 
-def tum_text(poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
-    """TUM lines ``stamp_s tx ty tz qx qy qz qw`` (stamp in seconds with ns precision), after optional
-    ``# comment`` lines (skipped by :func:`read_tum` and evo)."""
-    lines = ["# " + " ".join(str(c).split()) for c in comments]
-    for p in poses:
-        T = np.asarray(p.T_map_cam, dtype=np.float64)
+def tum_lines(stamps_ns: Iterable[int], T_map_cam: Iterable[np.ndarray]) -> list[str]:
+    """TUM lines ``stamp_s tx ty tz qx qy qz qw`` (stamp in seconds with ns precision, 9 decimals).
+
+    Args:
+        stamps_ns: stamps, int nanoseconds.
+        T_map_cam: matching (4, 4) (or (3, 4)) camera-to-map poses; the quaternion is ROS order x, y, z, w.
+    """
+    lines = []
+    for stamp, T in zip(stamps_ns, T_map_cam):
+        T = np.asarray(T, dtype=np.float64)
         q = matrix_to_quat_xyzw(T[:3, :3])
-        s, ns = divmod(int(p.stamp_ns), 1_000_000_000)
+        s, ns = divmod(int(stamp), 1_000_000_000)
         t = T[:3, 3]
         lines.append(f"{s}.{ns:09d} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
+    return lines
+
+
+def tum_text(poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
+    """TUM text of ``poses`` (see :func:`tum_lines`) after optional ``# comment`` lines (skipped by
+    :func:`read_tum` and evo)."""
+    poses = list(poses)
+    lines = ["# " + " ".join(str(c).split()) for c in comments]
+    lines += tum_lines((p.stamp_ns for p in poses), (p.T_map_cam for p in poses))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_tum_matrices(path: str, stamps_ns: Sequence[int], T_map_cam: Sequence[np.ndarray],
+                       comments: Sequence[str] = ()) -> str:
+    """Atomic TUM trajectory from stamps (ns) and camera-to-map matrices (see :func:`tum_lines`)."""
+    lines = ["# " + " ".join(str(c).split()) for c in comments] + tum_lines(stamps_ns, T_map_cam)
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def write_tum(path: str, poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:

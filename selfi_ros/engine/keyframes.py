@@ -15,7 +15,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .types import Frame
+from selfi_ros.engine.types import Frame
 
 #: width (px) of the grey image used for optical flow; flow thresholds are in these pixels.
 FLOW_WIDTH = 256

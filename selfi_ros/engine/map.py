@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .types import PoseEstimate
+from selfi_ros.engine.types import PoseEstimate
 
 
 _BITS = 21

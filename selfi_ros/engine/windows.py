@@ -24,8 +24,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..geometry.camera import project
-from .keyframes import Keyframe
+from selfi_ros.geometry.camera import project
+from selfi_ros.engine.keyframes import Keyframe
 
 
 @dataclass

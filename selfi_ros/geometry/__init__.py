@@ -9,7 +9,7 @@ Conventions (every public function states which it takes):
 - Quaternions in ROS order ``(x, y, z, w)``, scalar last, unit norm.
 - Sim(3) ``S = (s, R, t)`` acts as ``x -> s R x + t``.
 """
-from .se3 import (  # noqa: F401
+from selfi_ros.geometry.se3 import (  # noqa: F401
     as_4x4,
     invert_transform,
     extrinsics_to_T_world_cam,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .se3 import as_4x4
+from selfi_ros.geometry.se3 import as_4x4
 
 
 def check_K(K: np.ndarray) -> np.ndarray:

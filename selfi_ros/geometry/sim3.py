@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .se3 import as_4x4
+from selfi_ros.geometry.se3 import as_4x4
 
 
 @dataclass

@@ -7,26 +7,26 @@
 
 Heavy imports are lazy so ``import selfi_ros.model`` stays cheap.
 """
-from .config import VGGTConfig  # noqa: F401
+from selfi_ros.model.config import VGGTConfig  # noqa: F401
 
 __all__ = ["VGGTConfig", "VGGT", "VGGTOutput", "load_model", "preprocess_images", "SceneMemory"]
 
 
 def __getattr__(name):
     if name in ("VGGT", "VGGTOutput"):
-        from . import vggt
+        from selfi_ros.model import vggt
 
         return getattr(vggt, name)
     if name == "load_model":
-        from .loading import load_model
+        from selfi_ros.model.loading import load_model
 
         return load_model
     if name == "preprocess_images":
-        from .preprocessing import preprocess_images
+        from selfi_ros.model.preprocessing import preprocess_images
 
         return preprocess_images
     if name == "SceneMemory":
-        from .scene_memory import SceneMemory
+        from selfi_ros.model.scene_memory import SceneMemory
 
         return SceneMemory
     raise AttributeError(name)

@@ -15,8 +15,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .config import VGGTConfig
-from .layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D, patch_positions
+from selfi_ros.model.config import VGGTConfig
+from selfi_ros.model.layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D, patch_positions
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

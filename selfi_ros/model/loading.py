@@ -27,8 +27,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from ..atomic import save_safetensors, torch_save
-from .config import VGGTConfig
+from selfi_ros.atomic import save_safetensors, torch_save
+from selfi_ros.model.config import VGGTConfig
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def check_state_dict(model: torch.nn.Module, sd: Dict[str, torch.Tensor], source
 
 def build_model(cfg: Optional[VGGTConfig] = None, device: Union[str, torch.device] = "cpu", meta: bool = False):
     """Construct :class:`~selfi_ros.model.vggt.VGGT` (on the meta device when ``meta``)."""
-    from .vggt import VGGT
+    from selfi_ros.model.vggt import VGGT
 
     if meta:
         with torch.device("meta"):
@@ -209,7 +209,7 @@ def build_model(cfg: Optional[VGGTConfig] = None, device: Union[str, torch.devic
 def _restore_buffers(model: torch.nn.Module, device) -> None:
     """Re-create non-persistent buffers left on the meta device after ``load_state_dict(assign=True)``."""
     agg = model.aggregator
-    from .aggregator import _IMAGENET_MEAN, _IMAGENET_STD
+    from selfi_ros.model.aggregator import _IMAGENET_MEAN, _IMAGENET_STD
 
     agg._mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
     agg._std = torch.tensor(_IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)

@@ -31,9 +31,9 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 
-from .aggregator import validate_images
-from .errors import oom_guard
-from .vggt import autocast_dtype, pose_encoding_to_cameras
+from selfi_ros.model.aggregator import validate_images
+from selfi_ros.model.errors import oom_guard
+from selfi_ros.model.vggt import autocast_dtype, pose_encoding_to_cameras
 
 TokensSpec = Union[str, int]
 

@@ -20,9 +20,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from .aggregator import Aggregator, validate_images
-from .config import VGGTConfig
-from .errors import oom_guard
+from selfi_ros.model.aggregator import Aggregator, validate_images
+from selfi_ros.model.config import VGGTConfig
+from selfi_ros.model.errors import oom_guard
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def pose_encoding_to_cameras(pose_enc: torch.Tensor, image_size_hw: Tuple[int, i
                              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """9-D "absT_quaR_FoV" encoding -> (extrinsics (..., 3, 4) camera-from-world, intrinsics (..., 3, 3))
     in pixels of an H x W image (facts file §4); see :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
-    from .utils.pose_enc import pose_encoding_to_extri_intri
+    from selfi_ros.model.utils.pose_enc import pose_encoding_to_extri_intri
 
     return pose_encoding_to_extri_intri(pose_enc, image_size_hw)
 
@@ -130,8 +130,8 @@ class VGGT(nn.Module):
 
     def __init__(self, cfg: Optional[VGGTConfig] = None):
         super().__init__()
-        from .heads.camera_head import CameraHead
-        from .heads.dpt_head import DPTHead
+        from selfi_ros.model.heads.camera_head import CameraHead
+        from selfi_ros.model.heads.dpt_head import DPTHead
 
         cfg = cfg or VGGTConfig()
         self.cfg = cfg
@@ -149,7 +149,7 @@ class VGGT(nn.Module):
         self.point_head = (DPTHead(output_dim=4, activation="inv_log", conf_activation="expp1", **dpt_kw)
                            if cfg.enable_point else None)
         if cfg.enable_track:
-            from .heads.track_head import TrackHead
+            from selfi_ros.model.heads.track_head import TrackHead
             self.track_head = TrackHead(dim_in=dim_in, patch_size=cfg.patch_size,
                                         features=cfg.track_features,
                                         out_channels=list(cfg.dpt_out_channels),

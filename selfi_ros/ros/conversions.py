@@ -18,7 +18,7 @@ import numpy as np
 
 from selfi_ros.geometry import as_4x4, matrix_to_quat_xyzw, quat_xyzw_to_matrix
 
-from ..engine.types import Frame, OdometrySample, PoseEstimate
+from selfi_ros.engine.types import Frame, OdometrySample, PoseEstimate
 
 
 class ConversionError(ValueError):

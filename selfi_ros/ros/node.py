@@ -37,10 +37,10 @@ import numpy as np
 
 from selfi_ros.geometry import invert_transform
 
-from ..engine.engine import Engine, EngineOutput
-from ..engine.types import Frame, PoseEstimate
-from . import conversions as cv
-from .params import NodeConfig, backend_options, declare_parameters
+from selfi_ros.engine.engine import Engine, EngineOutput
+from selfi_ros.engine.types import Frame, PoseEstimate
+from selfi_ros.ros import conversions as cv
+from selfi_ros.ros.params import NodeConfig, backend_options, declare_parameters
 
 RANDOM_WEIGHTS_BANNER = (
     "\n" + "!" * 78 + "\n!! selfi_node: the backend runs a model with RANDOM WEIGHTS. Poses and clouds are\n"
@@ -68,7 +68,7 @@ def make_backend_from_config(cfg: NodeConfig):
     if ":" in cfg.backend:
         mod, cls = cfg.backend.split(":", 1)
         return getattr(importlib.import_module(mod), cls)(**opts)
-    from ..engine.backends import make_backend
+    from selfi_ros.backends import make_backend
 
     return make_backend(cfg.backend, **opts)
 
@@ -168,7 +168,7 @@ class SelfiNode:
         # Selfi online adapter training (background, only while the worker queue is empty)
         self.online = None
         if cfg.online_adapter_training:
-            from .online_hook import OnlineAdapterHook
+            from selfi_ros.backends.vggt_online import OnlineAdapterHook
 
             if cfg.online_clip_len > self.engine_cfg.window_size:
                 raise ValueError(f"parameter online_clip_len ({cfg.online_clip_len}) must be <= window_size "
@@ -471,7 +471,7 @@ class SelfiNode:
             # newer frames waiting: this one is stale; the engine still checks it for a keyframe but (with
             # skip_stale_non_keyframes) does not localize it, so the worker catches up with the newest frame
             under_load = len(self._queue) > 0
-            skipped = int(getattr(self._engine_status, "localization_skipped", 0))
+            skipped = int(getattr(self._engine_status, "frames_skipped", 0))
             try:
                 out = self.engine.process_frame(frame, under_load=under_load)
             except Exception as e:  # noqa: BLE001 - the engine promises not to raise; never kill the worker
@@ -482,7 +482,7 @@ class SelfiNode:
             except Exception as e:  # noqa: BLE001
                 self.log.error(f"publishing failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
             self._engine_status = self.engine.status()
-            if int(getattr(self._engine_status, "localization_skipped", 0)) > skipped:
+            if int(getattr(self._engine_status, "frames_skipped", 0)) > skipped:
                 self._count("skipped_under_load", f"frame {frame.stamp_ns} not localized (not a keyframe, "
                             f"{len(self._queue)} newer frames waiting)", dropped=True)
             if out.window is not None and self.random_weights:
@@ -627,7 +627,7 @@ class SelfiNode:
                 frames_rejected=self.frames_rejected + int(getattr(es, "frames_rejected", 0)),
                 keyframes=int(getattr(es, "keyframes", 0)), windows=int(getattr(es, "windows", 0)),
                 poses=int(getattr(es, "poses", 0)), localization_failures=int(getattr(es, "localization_failures", 0)),
-                frames_skipped=int(getattr(es, "localization_skipped", 0)),
+                frames_skipped=int(getattr(es, "frames_skipped", 0)),
                 window_failures=int(getattr(es, "window_failures", 0)),
                 window_recoveries=int(getattr(es, "window_recoveries", 0)),
                 map_segments=int(getattr(es, "map_segments", 0)),

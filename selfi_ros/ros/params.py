@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.engine import EngineConfig
+from selfi_ros.engine.engine import EngineConfig
 
 NODE_NAME = "selfi_node"
 

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Optional, Sequence
 
-from .bag import bag_topics, message_class, read_messages
+from selfi_ros.ros.bag import bag_topics, message_class, read_messages
 
 CLOCK_PERIOD_S = 0.01  # /clock publish period while waiting (s of wall time)
 
@@ -73,7 +73,7 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
 
     own = node is None
     if own:
-        from .node import ensure_localhost_discovery
+        from selfi_ros.ros.node import ensure_localhost_discovery
 
         ensure_localhost_discovery()
         rclpy.init()
@@ -135,7 +135,7 @@ def _publish_clock(pub, ns: int, last_ns: int) -> int:
     """Publish /clock = ``ns`` unless that would not advance past ``last_ns``; returns the clock now."""
     from rosgraph_msgs.msg import Clock
 
-    from .conversions import ns_to_stamp
+    from selfi_ros.ros.conversions import ns_to_stamp
 
     if ns <= last_ns:
         return last_ns

@@ -156,7 +156,7 @@ class Recorder:
             self.rec.image_recv_ns.setdefault(s, now)
 
     def _on_tf(self, msg) -> None:
-        from .conversions import transform_to_matrix
+        from selfi_ros.ros.conversions import transform_to_matrix
 
         now = self._now_ns()
         with self._lock:
@@ -172,7 +172,7 @@ class Recorder:
                 self.rec.poses[s] = _PoseRecord(s, T, old.first_recv_ns if old else now)
 
     def _on_cloud(self, topic: str, msg, is_map: bool) -> None:
-        from .conversions import pointcloud2_to_points
+        from selfi_ros.ros.conversions import pointcloud2_to_points
 
         now = self._now_ns()
         try:
@@ -243,8 +243,8 @@ class Recorder:
     def save(self, out_dir: str) -> dict:
         """Write trajectory.tum, map.ply (if a map arrived) and recording.json into ``out_dir``;
         returns the recording summary (also in recording.json)."""
-        from ..engine.io import atomic_write_text, write_json, write_ply
-        from ..geometry import matrix_to_quat_xyzw
+        from selfi_ros.engine.io import atomic_write_text, write_json, write_ply
+        from selfi_ros.geometry import matrix_to_quat_xyzw
 
         os.makedirs(out_dir, exist_ok=True)
         img_lat, stamp_lat = self.latencies()
@@ -296,14 +296,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .node import ensure_localhost_discovery
+    from selfi_ros.ros.node import ensure_localhost_discovery
 
     ensure_localhost_discovery()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from ..engine.io import write_json
+    from selfi_ros.engine.io import write_json
 
     stop = threading.Event()
 

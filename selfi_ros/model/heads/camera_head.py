@@ -14,8 +14,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..layers import Block
-from .activations import activate_pose
+from selfi_ros.model.layers import Block
+from selfi_ros.model.heads.activations import activate_pose
 
 POSE_DIM = 9
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import activate_head
+from selfi_ros.model.heads.activations import activate_head
 
 # F.interpolate indexes with 32-bit ints; split along the batch above this many output elements.
 _INTERP_MAX_ELEMENTS = 1_500_000_000

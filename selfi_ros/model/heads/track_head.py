@@ -12,8 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .dpt_head import DPTHead
-from .track_modules import BaseTrackerPredictor
+from selfi_ros.model.heads.dpt_head import DPTHead
+from selfi_ros.model.heads.track_modules import BaseTrackerPredictor
 
 
 class TrackHead(nn.Module):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import RotaryPositionEmbedding2D
+from selfi_ros.model.layers.rope import RotaryPositionEmbedding2D
 
 
 class Attention(nn.Module):

@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .attention import Attention
-from .rope import RotaryPositionEmbedding2D
+from selfi_ros.model.layers.attention import Attention
+from selfi_ros.model.layers.rope import RotaryPositionEmbedding2D
 
 
 class Mlp(nn.Module):

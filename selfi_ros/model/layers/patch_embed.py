@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block import Block
+from selfi_ros.model.layers.block import Block
 
 
 class PatchEmbed(nn.Module):

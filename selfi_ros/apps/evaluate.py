@@ -130,7 +130,7 @@ def plot_top_view(path: str, gt_xyz: np.ndarray, est_xyz: np.ndarray, res: EvalR
 
     pts = cols = None
     if map_path and os.path.exists(map_path):
-        from .engine.io import read_ply
+        from selfi_ros.engine.io import read_ply
 
         pts, cols = read_ply(map_path)
         if len(pts):
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(args.estimate, args.groundtruth, args.max_diff, args.plot, args.map)
     d = res.to_dict()
     if args.json:
-        from .engine.io import write_json
+        from selfi_ros.engine.io import write_json
 
         write_json(args.json, d)
     print(f"matched {res.matched} of {res.est_poses} estimated / {res.gt_poses} ground-truth poses")

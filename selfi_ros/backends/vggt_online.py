@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine.types import WindowReconstruction
+from selfi_ros.engine.types import WindowReconstruction
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class OnlineAdapterHook:
 
     def __init__(self, backend, clip_len: int = 6, eval_every: int = 50, min_gain: float = 0.005,
                  score_fn: Optional[Callable] = None, start: bool = True, **trainer_kwargs):
-        from ..alignment.online import OnlineAdapterTrainer
+        from selfi_ros.alignment.online import OnlineAdapterTrainer
 
         if getattr(backend, "adapter", None) is None or not hasattr(backend, "set_adapter"):
             raise ValueError("online adapter training needs the vggt backend with an adapter (parameter adapter)")

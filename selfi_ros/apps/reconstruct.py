@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .engine.types import Frame
+from selfi_ros.engine.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def frames_from_bag(path: str, image_topic: Optional[str] = None, camera_info_to
     Raises:
         FileNotFoundError / ValueError: no bag, or no image topic in it.
     """
-    from .ros.bag import bag_topics, read_messages
-    from .ros.conversions import ConversionError, camera_info_to_K, frame_from_image
+    from selfi_ros.ros.bag import bag_topics, read_messages
+    from selfi_ros.ros.conversions import ConversionError, camera_info_to_K, frame_from_image
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"bag not found: {path}")
@@ -115,8 +115,8 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     """
     from dataclasses import asdict
 
-    from .engine.backends import make_backend
-    from .engine.engine import Engine, EngineConfig
+    from selfi_ros.backends import make_backend
+    from selfi_ros.engine.engine import Engine, EngineConfig
 
     backend = make_backend(backend_name, **(backend_options or {}))
     if getattr(backend, "random_weights", False):
@@ -138,7 +138,7 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     summary = {"frames": n, "rejected": rejected, "poses": len(engine.trajectory()), "run_time_s": run_s,
                "backend": backend_name, "random_weights": bool(getattr(backend, "random_weights", False)),
                "outputs": paths, "status": asdict(st)}
-    from .engine.io import write_json
+    from selfi_ros.engine.io import write_json
 
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args):
-    from .engine.engine import EngineConfig
+    from selfi_ros.engine.engine import EngineConfig
 
     cfg = EngineConfig()
     for name in ("window_size", "keyframe_min_flow_px", "voxel_size"):

@@ -14,10 +14,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ...geometry.camera import check_K, depth_to_points_cam
-from ...geometry.se3 import invert_transform
-from ..backend import BackendError
-from ..types import Frame, LocalizationResult, WindowReconstruction
+from selfi_ros.geometry.camera import check_K, depth_to_points_cam
+from selfi_ros.geometry.se3 import invert_transform
+from selfi_ros.engine.backend import BackendBase, BackendError
+from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
 
 @dataclass
@@ -38,7 +38,7 @@ class OracleScene:
         return check_K(self.K[key] if isinstance(self.K, dict) else self.K)
 
 
-class OracleBackend:
+class OracleBackend(BackendBase):
     """Ground truth + noise backend (see module docstring). Implements :class:`~selfi_ros.engine.backend.Backend`.
 
     Args:

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...alignment.bundle_adjustment import problem_from_matches, robust_bundle_adjust
-from ...alignment.depth_correction import correct_depths
-from ...alignment.localizer import AnchorView, PnPResult, check_pose, localize_query
-from ...alignment.matching import match_features
+from selfi_ros.alignment.bundle_adjustment import problem_from_matches, robust_bundle_adjust
+from selfi_ros.alignment.depth_correction import correct_depths
+from selfi_ros.alignment.localizer import AnchorView, PnPResult, check_pose, localize_query
+from selfi_ros.alignment.matching import match_features
 
 
 def downsample_features(feat: torch.Tensor, s: int) -> torch.Tensor:

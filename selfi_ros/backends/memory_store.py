@@ -20,8 +20,8 @@ import os
 import re
 from typing import Optional
 
-from ...atomic import save_safetensors
-from ...model.scene_memory import SceneMemory
+from selfi_ros.atomic import save_safetensors
+from selfi_ros.model.scene_memory import SceneMemory
 
 _NAME = re.compile(r"^window_(\d+)\.safetensors$")
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib
 
-from ..backend import Backend
+from selfi_ros.engine.backend import Backend
 
 _BACKENDS = {
-    "colmap": ("selfi_ros.engine.backends.colmap", "ColmapBackend"),
-    "vggt": ("selfi_ros.engine.backends.vggt", "VGGTBackend"),
-    "oracle": ("selfi_ros.engine.backends.oracle", "OracleBackend"),
+    "colmap": ("selfi_ros.backends.colmap", "ColmapBackend"),
+    "vggt": ("selfi_ros.backends.vggt", "VGGTBackend"),
+    "oracle": ("selfi_ros.backends.oracle", "OracleBackend"),
 }
 
 

@@ -18,7 +18,7 @@ pose with the learned one (``pose_check``: "flag" keeps a disagreeing pose and m
 into a failure with reason "pose check: ..."; counted in :attr:`VGGTBackend.alignment_counts`). With
 ``refine_window`` the anchors' poses (and a shared focal) are refined by bundle adjustment on anchor-to-
 anchor matches and the dense depths corrected by Selfi's affine depth-drift fit
-(:mod:`selfi_ros.engine.backends.vggt_alignment`).
+(:mod:`selfi_ros.backends.vggt_alignment`).
 
 Weights: SAIL-Recon (``HKUST-SAIL/SAIL-Recon``) gives trained relocalisation blocks; plain VGGT weights
 (``facebook/VGGT-1B``) also work, with the anchors' own global-attention K/V (see
@@ -35,17 +35,17 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ...model.config import VGGTConfig
-from ...model.errors import ModelOutOfMemoryError
-from ...model.loading import load_model
-from ...model.preprocessing import preprocess_images
-from ...model.scene_memory import (SceneMemory, _cat_results, anchor_pass, query_aggregate,
+from selfi_ros.model.config import VGGTConfig
+from selfi_ros.model.errors import ModelOutOfMemoryError
+from selfi_ros.model.loading import load_model
+from selfi_ros.model.preprocessing import preprocess_images
+from selfi_ros.model.scene_memory import (SceneMemory, _cat_results, anchor_pass, query_aggregate,
                                    query_heads, query_pass, run_anchor_pass)
-from ...model.vggt import autocast_dtype
-from ..backend import BackendError
-from ..types import Frame, LocalizationResult, WindowReconstruction
-from .memory_store import SceneMemoryStore
-from . import vggt_alignment as va
+from selfi_ros.model.vggt import autocast_dtype
+from selfi_ros.engine.backend import BackendBase, BackendError
+from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
+from selfi_ros.backends.memory_store import SceneMemoryStore
+from selfi_ros.backends import vggt_alignment as va
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _oom_message(e: BaseException, what: str, images: torch.Tensor) -> str:
         return str(e)
     return str(ModelOutOfMemoryError(what, images.shape[0], images.shape[-2], images.shape[-1], e))
 
-class VGGTBackend:
+class VGGTBackend(BackendBase):
     """Backend on VGGT / SAIL-Recon. Implements :class:`~selfi_ros.engine.backend.Backend`.
 
     Args:
@@ -89,7 +89,7 @@ class VGGTBackend:
         memory_device: where the scene memory lives (default: the model's device).
         seed: seed for the anchor token subsets.
         memory_store_dir: "" (default, off) or a folder where a window's scene memory is written when a
-            new window evicts it (:class:`~selfi_ros.engine.backends.memory_store.SceneMemoryStore`), for
+            new window evicts it (:class:`~selfi_ros.backends.memory_store.SceneMemoryStore`), for
             relocalization later (:meth:`localize_in_window`). The store belongs to one map: it is
             emptied when the backend is built and on :meth:`reset` (window ids start again at 0).
         memory_store_windows: bound on the stored windows (oldest deleted first; >= 1).
@@ -185,7 +185,7 @@ class VGGTBackend:
         self.adapter = None
         self.adapter_path = str(adapter) if adapter else ""
         if adapter:
-            from ...alignment.adapter import load_adapter
+            from selfi_ros.alignment.adapter import load_adapter
 
             self.adapter = load_adapter(adapter, device=self.device, expect_dim_in=2 * self.model.cfg.embed_dim)
             missing = [i for i in self.adapter.cfg.layers if not 0 <= i < self.model.cfg.depth]
@@ -381,7 +381,7 @@ class VGGTBackend:
         return _cat_results(parts), torch.cat(feats)
 
     def _refine(self, window_id, feats, depth, valid, Ks, extr, pts):
-        """Selfi window refinement (see :func:`~selfi_ros.engine.backends.vggt_alignment.refine_window`);
+        """Selfi window refinement (see :func:`~selfi_ros.backends.vggt_alignment.refine_window`);
         returns (extrinsics, K, depth, points), unchanged when the refinement is not applied."""
         r = va.refine_window(feats, depth, valid, Ks, extr, downsample=self.feature_downsample,
                              max_rot_deg=self.refine_max_rot_deg, max_rel_trans=self.refine_max_rel_trans)

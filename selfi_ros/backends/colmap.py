@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..backend import BackendError
-from ..types import Frame, LocalizationResult, WindowReconstruction
+from selfi_ros.engine.backend import BackendBase, BackendError
+from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
 
-class ColmapBackend:
+class ColmapBackend(BackendBase):
     """pycolmap backend (see module docstring). Implements :class:`selfi_ros.engine.backend.Backend`.
 
     Args:

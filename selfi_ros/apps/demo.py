@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Optional
 
-from .data import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, SAMPLE_BAG, SAMPLE_GT_TUM
+from selfi_ros.data import CAMERA_FRAME, CAMERA_INFO_TOPIC, GT_TOPIC, IMAGE_TOPIC, SAMPLE_BAG, SAMPLE_GT_TUM
 
 #: the folder holding this ``selfi_ros`` package (a checkout or site-packages): first on the children's
 #: PYTHONPATH, so the node, recorder and player run the same code as the demo
@@ -68,10 +68,10 @@ def _param_arg(k: str, v) -> str:
 
 def gt_from_bag(bag: str, topic: str, out_path: str) -> Optional[str]:
     """Write the ``geometry_msgs/PoseStamped`` messages of ``topic`` as TUM; None if the bag has none."""
-    from .ros.bag import bag_topics, read_messages
-    from .ros.conversions import pose_to_matrix, stamp_to_ns
-    from .engine.io import write_tum
-    from .engine.types import PoseEstimate
+    from selfi_ros.ros.bag import bag_topics, read_messages
+    from selfi_ros.ros.conversions import pose_to_matrix, stamp_to_ns
+    from selfi_ros.engine.io import write_tum
+    from selfi_ros.engine.types import PoseEstimate
 
     if topic not in bag_topics(bag):
         return None
@@ -239,7 +239,7 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
     ev = None
     ev_error = ""
     if gt and rec.get("poses", 0) >= 3:
-        from .evaluation import evaluate
+        from selfi_ros.apps.evaluate import evaluate
 
         try:
             ev = evaluate(traj, gt, plot_path=os.path.join(out_dir, "plot.png"),
@@ -288,7 +288,7 @@ def run_demo(bag: str = SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[str]
         "outputs": {"trajectory": traj, "map": mapp, "plot": os.path.join(out_dir, "plot.png"),
                     "summary": os.path.join(out_dir, "summary.json")},
     }
-    from .engine.io import write_json
+    from selfi_ros.engine.io import write_json
 
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
