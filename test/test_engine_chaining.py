@@ -107,7 +107,7 @@ def test_engine_chaining_with_noise_meets_the_bound_and_naive_chaining_fails():
     assert np.isfinite(st.chain_residual) and st.chain_residual < 0.05
     # independent check of what chaining buys: compose each window with identity (ignore scales) -> poor
     from selfi_ros.engine.chaining import chain_window as real_chain
-    import selfi_ros.engine.engine as E
+    import selfi_ros.engine.integration as E
 
     class Naive:
         def __init__(self, S):

@@ -124,7 +124,7 @@ def test_engine_memory_bounded_over_a_long_run_and_save(tmp_path):
             assert not out.rejected
             if out.window_points is not None:
                 assert len(out.window_points) <= 2000
-        mem.append(eng.status().memory_bytes)
+        mem.append(eng.memory_bytes())
     st = eng.status()
     assert st.windows >= 12
     assert st.map_points <= cap and len(eng.trajectory()) == traj_cap

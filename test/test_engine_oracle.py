@@ -7,7 +7,7 @@ from selfi_ros.engine.backend import Backend, BackendError
 from selfi_ros.backends import make_backend
 from selfi_ros.backends.oracle import OracleBackend, make_box_room_sequence, render_box_room
 from selfi_ros.engine.engine import Engine, EngineConfig
-from selfi_ros.engine.types import Frame, PoseKind
+from selfi_ros.engine.types import PoseKind
 from selfi_ros.geometry.camera import project
 from selfi_ros.geometry.se3 import invert_transform
 
@@ -190,3 +190,75 @@ def test_unexpected_backend_exception_is_counted(seq):
     st = eng.status()
     assert st.window_failures == 1 and st.backend_errors == 1 and st.frames_rejected == 0
     assert st.windows >= 3 and all(o.poses for o in outs[13:])
+
+
+class CallSizes(OracleBackend):
+    """Records the number of frames of every localize call."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.sizes = []
+
+    def localize(self, frames):
+        self.sizes.append(len(frames))
+        return super().localize(frames)
+
+
+def test_process_frames_localizes_a_batch_in_one_call(seq):
+    """A batch of N non-keyframes is one localize call of N frames, with the poses of N single calls; a
+    mixed batch gives the same outputs as frame-by-frame calls with fewer localize calls."""
+    frames, scene = seq
+    cfg = EngineConfig(**{**CFG, "keyframe_max_interval_s": 1.0, "window_size": 3, "window_overlap": 1})
+    single, batched = CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005), \
+        CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005)
+    e1, e2 = Engine(single, cfg), Engine(batched, cfg)
+    head = [e1.process_frame(f) for f in frames[:21]]
+    assert head[20].window is not None and head[20].is_keyframe  # window 0 at keyframe 20 (frames 0, 10, 20)
+    assert [len(o.poses) for o in e2.process_frames(frames[:21])] == [len(o.poses) for o in head]
+    batch = frames[21:30]  # non-keyframes (next keyframe at frame 30)
+    calls = dict(batched.calls)
+    outs2 = e2.process_frames(batch)
+    assert batched.calls["localize"] - calls["localize"] == 1 and batched.sizes[-1] == len(batch)
+    calls = dict(single.calls)
+    outs1 = [e1.process_frame(f) for f in batch]
+    assert single.calls["localize"] - calls["localize"] == len(batch)
+    assert len(outs2) == len(batch) and not any(o.is_keyframe or o.rejected for o in outs2)
+    for f, o1, o2 in zip(batch, outs1, outs2):
+        assert [p.stamp_ns for p in o2.poses] == [f.stamp_ns]  # each pose keeps its own image stamp
+        np.testing.assert_allclose(o2.poses[0].T_map_cam, o1.poses[0].T_map_cam, rtol=1e-9, atol=1e-12)
+    # a mixed batch (keyframes, window events, a rejected frame): the same outputs as single calls
+    rest = frames[30:]
+    n1 = single.calls["localize"]
+    outs1 = [e1.process_frame(f) for f in rest]
+    n2 = batched.calls["localize"]
+    outs2 = e2.process_frames(rest[:10] + [rest[3]] + rest[10:])
+    del outs2[10]
+    assert batched.calls["localize"] - n2 < single.calls["localize"] - n1
+    assert e2.status().frames_rejected == 1 and e2.status().windows == e1.status().windows >= 2
+    for o1, o2 in zip(outs1, outs2):
+        assert (o1.is_keyframe, o1.window is None) == (o2.is_keyframe, o2.window is None)
+        assert [p.stamp_ns for p in o1.poses] == [p.stamp_ns for p in o2.poses]
+        for p1, p2 in zip(o1.poses, o2.poses):
+            np.testing.assert_allclose(p2.T_map_cam, p1.T_map_cam, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.stack([p.T_map_cam for p in e2.trajectory()]),
+                               np.stack([p.T_map_cam for p in e1.trajectory()]), rtol=1e-9, atol=1e-12)
+
+
+def test_memory_backend_status_and_idle(seq):
+    frames, scene = seq
+
+    class Idle(OracleBackend):
+        idle = []
+
+        def set_idle(self, idle):
+            self.idle.append(idle)
+
+    be = Idle(scene, downsample=2)
+    eng = Engine(be, EngineConfig(**CFG))
+    eng.process_frames(frames[:20])
+    assert eng.memory_bytes() >= eng.map.nbytes + eng.keyframes.nbytes > 0
+    assert eng.backend_status() == be.status()
+    eng.set_idle(True)
+    eng.set_idle(False)
+    assert be.idle == [True, False]
+    assert eng.process_frames([]) == []

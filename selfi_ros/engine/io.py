@@ -166,3 +166,43 @@ def write_json(path: str, obj) -> str:
             return bool(o)
         return o
     return atomic_write_text(path, json.dumps(clean(obj), indent=1))
+
+
+def save_outputs(out_dir: str, poses: Sequence[PoseEstimate], points: np.ndarray, colors: np.ndarray, status,
+                 config) -> dict:
+    """Write map.ply, trajectory.tum, cameras.json and metadata.json into ``out_dir``; returns their paths.
+
+    Args:
+        poses: the trajectory (output units); points, colors: (N, 3) float32 map cloud and (N, 3) uint8 RGB.
+        status: the engine's :class:`~selfi_ros.engine.status.EngineStatus`; config: its
+            :class:`~selfi_ros.engine.config.EngineConfig` (both written into metadata.json).
+
+    With a random-weights backend every file carries the warning (metadata.json ``WARNING`` and
+    ``random_weights``, cameras.json ``random_weights``, a PLY header comment, a TUM ``#`` line).
+    """
+    from dataclasses import asdict
+
+    st = status
+    meta = {
+        "backend": st.backend,
+        "random_weights": st.random_weights,
+        "WARNING": ("outputs come from a RANDOMLY INITIALISED model: plumbing only, not a reconstruction"
+                    if st.random_weights else ""),
+        "metric": st.metric,
+        "units": "metres" if st.metric else "up to scale (map units of the first window)",
+        "scale_m_per_unit": st.scale,
+        "scale_std": st.scale_std,
+        "frame_convention": "T_map_cam camera-to-map, OpenCV optical axes; extrinsics camera-from-map",
+        "status": asdict(st),
+        "config": asdict(config),
+    }
+    notes = [f"selfi_ros {st.backend}: {meta['WARNING']}"] if st.random_weights else []
+    paths = {
+        "map": write_ply(os.path.join(out_dir, "map.ply"), points, colors, comments=notes),
+        "trajectory": write_tum(os.path.join(out_dir, "trajectory.tum"), poses, comments=notes),
+        "cameras": write_json(os.path.join(out_dir, "cameras.json"),
+                              {"metric": st.metric, "random_weights": st.random_weights,
+                               "frames": cameras_entries(poses)}),
+    }
+    paths["metadata"] = write_json(os.path.join(out_dir, "metadata.json"), meta)
+    return paths

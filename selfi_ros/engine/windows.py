@@ -11,7 +11,7 @@ as COLMAP cannot register them). The new anchors are chosen among the keyframes 
 window by farthest-point sampling on camera centre + viewing direction (coverage), always keeping the
 most recent keyframe; keyframes without a pose fall back to uniform-in-time choice.
 
-When a window fails, the engine (``Engine._window_plan``) does not retry the same anchor set: it falls
+When a window fails, the engine (:class:`selfi_ros.engine.recovery.WindowRecovery`) does not retry the same anchor set: it falls
 back to other overlap frames (recently localized keyframes with good confidence,
 :meth:`WindowPolicy.select_with_other_overlap`), then to a fresh window of the newest keyframes
 (:meth:`WindowPolicy.select_fresh`) chained through their localized poses, or a new map segment (a
@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from selfi_ros.geometry.camera import project
+from selfi_ros.engine.config import EngineConfig
 from selfi_ros.engine.keyframes import Keyframe
 
 
@@ -44,18 +45,34 @@ class WindowTrigger:
 class WindowPolicy:
     """Window size / overlap parameters and the new-window rule.
 
+    Every argument left at None takes the value of the matching :class:`~selfi_ros.engine.config.EngineConfig`
+    field (the one source of defaults); :meth:`from_config` takes them all from a config.
+
     Args:
-        window_size: anchors per window (>= 2).
-        overlap: anchors shared with the previous window (0 <= overlap < window_size).
-        max_keyframes: after this many keyframes localized against one window, start a new one.
-        min_confidence: a keyframe localized with lower confidence triggers a new window.
+        window_size: anchors per window (>= 2); ``EngineConfig.window_size``.
+        overlap: anchors shared with the previous window (0 <= overlap < window_size); ``window_overlap``.
+        max_keyframes: after this many keyframes localized against one window, start a new one;
+            ``window_max_keyframes``.
+        min_confidence: a keyframe localized with lower confidence triggers a new window;
+            ``min_localization_confidence``.
         min_overlap: a keyframe whose image is covered by the anchors' points on less than this fraction
-            of an 8x8 grid triggers a new window (0 disables).
-        min_new_keyframes: a confidence/overlap trigger waits until this many new keyframes exist.
+            of an 8x8 grid triggers a new window (0 disables); ``window_min_anchor_coverage``.
+        min_new_keyframes: a confidence/overlap trigger waits until this many new keyframes exist
+            (0: half the new anchors of a window, at least 1).
+
+    Raises:
+        ValueError: window_size < 2 or overlap outside [0, window_size).
     """
 
-    def __init__(self, window_size: int = 8, overlap: int = 2, max_keyframes: int = 24,
-                 min_confidence: float = 0.3, min_overlap: float = 0.3, min_new_keyframes: int = 0):
+    def __init__(self, window_size: Optional[int] = None, overlap: Optional[int] = None,
+                 max_keyframes: Optional[int] = None, min_confidence: Optional[float] = None,
+                 min_overlap: Optional[float] = None, min_new_keyframes: int = 0):
+        d = EngineConfig()
+        window_size = d.window_size if window_size is None else window_size
+        overlap = d.window_overlap if overlap is None else overlap
+        max_keyframes = d.window_max_keyframes if max_keyframes is None else max_keyframes
+        min_confidence = d.min_localization_confidence if min_confidence is None else min_confidence
+        min_overlap = d.window_min_anchor_coverage if min_overlap is None else min_overlap
         if window_size < 2:
             raise ValueError(f"window_size must be >= 2, got {window_size}")
         if not 0 <= overlap < window_size:
@@ -67,6 +84,13 @@ class WindowPolicy:
         self.min_overlap = float(min_overlap)
         self.min_new_keyframes = int(min_new_keyframes) if min_new_keyframes > 0 else max(
             1, (self.window_size - self.overlap + 1) // 2)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "WindowPolicy":
+        """The policy of an engine configuration (window_size, window_overlap, window_max_keyframes,
+        min_localization_confidence, window_min_anchor_coverage)."""
+        return cls(config.window_size, config.window_overlap, config.window_max_keyframes,
+                   config.min_localization_confidence, config.window_min_anchor_coverage)
 
     def trigger(self, new_keyframes: int, last_confidence: float, last_overlap: float) -> WindowTrigger:
         """Rule for a new window after a keyframe was localized.
