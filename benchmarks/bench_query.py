@@ -69,7 +69,7 @@ def worker(threads: int, reps: int, width: int, device: str = "cpu", size: str =
 
     torch.set_num_threads(threads)
     b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=width, device=device,
-                    tokens_per_anchor=tokens)
+                    tokens_per_anchor=0 if tokens == "all" else int(tokens))
     b.model = load_model(None, config=_cfg(size), random_weights=True, device=torch.device(device))
     frames = _frames(25)
     anchors, query, batch = frames[:16], frames[16], frames[17:25]

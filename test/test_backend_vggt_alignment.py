@@ -6,6 +6,7 @@ import torch
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, save_adapter
 from selfi_ros.alignment.localizer import pose_difference
+from selfi_ros.backends import vggt as vggt_backend
 from selfi_ros.backends import vggt_alignment as va
 from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.types import Frame
@@ -59,19 +60,19 @@ def _rotated(E, deg):
     return np.hstack([Ry @ E[:, :3], (Ry @ E[:, 3:])])
 
 
-def _with_learned(b, make):
-    """Replace the learned query extrinsics by make(geometric pose of the unmodified run)."""
-    orig = b._query_pass_aligned
+def _with_learned(monkeypatch, make):
+    """Replace the learned query extrinsics (of the backend's query pass) by make(i)."""
+    orig = vggt_backend.query_pass
 
-    def patched(memory, images):
-        res, feats = orig(memory, images)
+    def patched(*a, **k):
+        res = orig(*a, **k)
         res.extrinsics = torch.as_tensor(np.stack([make(i) for i in range(len(res.extrinsics))]))
-        return res, feats
-    b._query_pass_aligned = patched
+        return res
+    monkeypatch.setattr(vggt_backend, "query_pass", patched)
 
 
 @pytest.mark.parametrize("mode", ["flag", "reject"])
-def test_pose_check_flags_or_rejects_a_wrong_learned_pose(adapter_path, mode):
+def test_pose_check_flags_or_rejects_a_wrong_learned_pose(adapter_path, mode, monkeypatch):
     # one anchor; the query is the same image, so its aligned features match the anchor's exactly and PnP
     # on the anchor's point map gives a well-defined geometric pose G
     b = _backend(adapter_path, pose_check=mode, pose_check_anchors=1)
@@ -81,26 +82,27 @@ def test_pose_check_flags_or_rejects_a_wrong_learned_pose(adapter_path, mode):
     first = b.localize([q])[0]
     G = first.geometric_extrinsics
     assert G is not None and G.shape == (3, 4)
-    n0 = dict(b.alignment_counts)
+    n0 = b.status()
     # learned pose = G: confirmed and kept
-    _with_learned(b, lambda i: G)
+    _with_learned(monkeypatch, lambda i: G)
     r = b.localize([q])[0]
     assert r.check == "ok" and r.extrinsics is not None
     assert pose_difference(r.geometric_extrinsics, G)[0] < 1e-3
-    assert b.alignment_counts["pose_check_ok"] == n0["pose_check_ok"] + 1
+    assert b.status().pose_check_ok == n0.pose_check_ok + 1 and b.alignment_counts["pose_check_ok"] == n0.pose_check_ok + 1
     # learned pose 30 degrees off: flagged (kept) or rejected (a failure with reason "pose check")
+    monkeypatch.undo()
     b2 = _backend(adapter_path, pose_check=mode, pose_check_anchors=1)
     b2.reconstruct_window(0, [anchor])
-    _with_learned(b2, lambda i: _rotated(G, 30.0))
+    _with_learned(monkeypatch, lambda i: _rotated(G, 30.0))
     r = b2.localize([q])[0]
     if mode == "flag":
         assert r.check == "flagged" and r.extrinsics is not None
         assert np.allclose(r.extrinsics, _rotated(G, 30.0))
-        assert b2.alignment_counts["pose_check_flagged"] == 1 and b2.alignment_counts["pose_check_rejected"] == 0
+        assert b2.status().pose_check_flagged == 1 and b2.status().pose_check_rejected == 0
     else:
         assert r.check == "rejected" and r.extrinsics is None and r.reason.startswith("pose check")
         assert r.confidence == 0.0
-        assert b2.alignment_counts["pose_check_rejected"] == 1 and b2.alignment_counts["pose_check_flagged"] == 0
+        assert b2.status().pose_check_rejected == 1 and b2.status().pose_check_flagged == 0
     assert pose_difference(r.geometric_extrinsics, G)[0] < 1e-3
 
 
@@ -108,7 +110,7 @@ def test_pose_check_off_and_stored_windows_not_checked(adapter_path):
     b = _backend(adapter_path, pose_check="off")
     b.reconstruct_window(0, [_frame(0, 1), _frame(1, 2)])
     r = b.localize([_frame(2, 3)])[0]
-    assert r.check == "" and r.geometric_extrinsics is None and b.alignment_counts["pose_checks"] == 0
+    assert r.check == "" and r.geometric_extrinsics is None and b.status().pose_checks == 0
 
 
 def test_refine_window_through_backend_keeps_shapes(adapter_path):
@@ -121,12 +123,13 @@ def test_refine_window_through_backend_keeps_shapes(adapter_path):
         assert getattr(w, name).shape == getattr(w0, name).shape, name
     r = b.last_refinement
     assert r is not None
-    assert b.alignment_counts["refine_applied"] + b.alignment_counts["refine_rejected"] == 1
+    st = b.status()
+    assert st.refine_applied + st.refine_rejected == 1 and st.pose_checks == 0
     if not r.applied:  # random features: the refinement may find nothing usable; then nothing changes
         assert r.reason
         np.testing.assert_allclose(w.extrinsics, w0.extrinsics, atol=1e-5)
     else:
-        assert r.max_rot_change_deg <= b.refine_max_rot_deg
+        assert r.max_rot_change_deg <= b.config.refine_max_rot_deg
 
 
 # ------------------------------------------------------------------------------- synthetic refinement

@@ -1,11 +1,14 @@
 """Node plumbing of the Selfi alignment: parameters -> backend options, and the online adapter hook (swaps
 only on a held-out improvement; stub scorer). Tiny RANDOM-weight model: plumbing only."""
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, save_adapter
 from selfi_ros.backends.vggt import VGGTBackend
+from selfi_ros.engine.status import BackendStatus
 from selfi_ros.engine.types import Frame
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.ros import params as P
@@ -61,7 +64,7 @@ def test_alignment_parameters(adapter_path):
                        adapter=adapter_path, pose_check="reject", pose_check_max_rot_deg=2.0)
     b = make_backend_from_config(cfg)
     assert isinstance(b, VGGTBackend) and b.adapter is not None
-    assert b.pose_check == "reject" and b.pose_check_max_rot_deg == 2.0 and b.refine_window is False
+    assert b.pose_check == "reject" and b.config.pose_check_max_rot_deg == 2.0 and b.config.refine_window is False
 
 
 def test_online_hook_swaps_only_on_improvement(adapter_path):
@@ -74,8 +77,8 @@ def test_online_hook_swaps_only_on_improvement(adapter_path):
         calls.append((adapter, len(clips)))
         return next(scores)
 
-    hook = OnlineAdapterHook(b, clip_len=2, eval_every=1, min_gain=0.01, score_fn=stub, start=False,
-                             holdout_every=2, num_queries=32, amp=False)
+    hook = OnlineAdapterHook(b.model, b.adapter, b.device, clip_len=2, eval_every=1, min_gain=0.01, score_fn=stub,
+                             start=False, holdout_every=2, num_queries=32, amp=False)
     fr = _frames(8)
     short = b.reconstruct_window(0, fr[:1])
     assert hook.feed_window(short) is False and hook.windows_skipped == 1
@@ -86,26 +89,73 @@ def test_online_hook_swaps_only_on_improvement(adapter_path):
     assert st.train_clips == 1 and st.val_clips == 1
     before = {k: v.clone() for k, v in first.state_dict().items()}
     assert hook.trainer.step() is True  # trains, evaluates: 0.505 < 0.50 + 0.01 -> kept
-    assert st.swaps == 0 and st.rejected == 1 and hook.poll_swap() is False and b.adapter is first
+    assert st.swaps == 0 and st.rejected == 1 and hook.take_adapter() is None and b.adapter is first
     assert hook.trainer.step() is True  # 0.60 >= 0.51 -> swapped
-    assert st.swaps == 1 and hook.poll_swap() is True and hook.swaps == 1
-    assert hook.poll_swap() is False  # the same adapter is not handed over twice
+    new = hook.take_adapter()
+    assert st.swaps == 1 and new is not None and new is not first and hook.swaps == 1
+    assert hook.take_adapter() is None  # the same adapter is not handed over twice
+    b.set_adapter(new)
     assert b.adapter is first  # takes effect at the next window only
     b.reconstruct_window(9, fr[:3])
-    assert b.adapter is not first and b.alignment_counts["adapter_swaps"] == 1
+    assert b.adapter is new and b.status().adapter_swaps == 1
     # the candidate was trained (weights differ), the original adapter was never modified in place
     for k, v in first.state_dict().items():
         assert torch.equal(v, before[k]), k
     changed = any(not torch.equal(v, before[k].to(v.device)) for k, v in b.adapter.state_dict().items())
     assert changed and hook.trainer._trainer.empty_steps == 0
     assert all(n == 1 for _, n in calls)  # scored on the one held-out clip
-    assert hook.values()["online_swaps"] == 1
+    assert hook.fill_status(BackendStatus()).online_train_clips == 1 and hook.swaps == 1
 
 
 def test_online_hook_needs_an_adapter():
     b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56)
     with pytest.raises(ValueError, match="adapter"):
-        OnlineAdapterHook(b, start=False)
+        OnlineAdapterHook(b.model, b.adapter, b.device, start=False)
+    with pytest.raises(ValueError, match="adapter"):
+        VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56, online_adapter_training=True)
+
+
+def test_backend_runs_online_training_only_while_idle(adapter_path):
+    """The backend builds the hook, feeds it its windows, trains only while set_idle(True) was last
+    called, swaps a winning adapter in at the next window and stops the thread in close()."""
+    b = VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56, adapter=adapter_path,
+                    online_adapter_training=True, online_clip_len=2, online_eval_every=1000)
+    try:
+        hook = b.online
+        assert hook is not None and hook.trainer._thread is not None and hook.trainer._thread.is_alive()
+        first = b.adapter
+        fr = _frames(12)
+        for w in range(5):  # 4 training clips + 1 held out (every 5th clip)
+            b.reconstruct_window(w, fr[2 * w:2 * w + 2])
+        st = b.status()
+        assert hook.windows_fed == 5 and st.online_windows_fed == 5 and (st.online_train_clips, st.online_val_clips) == (4, 1)
+        import time
+        time.sleep(0.5)  # not idle: no training step
+        assert hook.trainer.stats.steps == 0
+        trained, in_step = threading.Event(), threading.Lock()
+        orig_step = hook.trainer.step
+
+        def step():
+            with in_step:
+                out = orig_step()
+            trained.set()
+            return out
+        hook.trainer.step = step
+        b.set_idle(True)
+        assert trained.wait(60.0), "no training step while idle"
+        b.set_idle(False)
+        with in_step:  # a step in flight finishes
+            n = hook.trainer.stats.steps
+        time.sleep(0.5)
+        assert hook.trainer.stats.steps == n  # busy again: no more steps
+        assert b.status().online_steps == n >= 1
+        # a winning adapter from the trainer is swapped in by the backend at its next window
+        hook.trainer._current = type(first)(first.cfg)
+        b.reconstruct_window(5, fr[10:12])
+        assert b.adapter is not first and b.status().adapter_swaps == 1
+    finally:
+        b.close()
+    assert not hook.trainer._thread.is_alive()
 
 
 def test_node_with_adapter_end_to_end_counts_in_diagnostics(adapter_path, tmp_path):

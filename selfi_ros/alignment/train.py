@@ -29,6 +29,7 @@ from selfi_ros.atomic import torch_save
 from selfi_ros.alignment.adapter import FeatureAdapter
 from selfi_ros.alignment.loss import PCK_THRESHOLDS_PX, MatchMetrics, correspondence_loss
 from selfi_ros.alignment.pseudo_gt import pseudo_gt_correspondences, sample_query_pixels
+from selfi_ros.model.vggt import autocast_context, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,6 @@ def split_clips(num_frames: int, clip_len: int, holdout: bool = True) -> tuple[r
 
 
 # --------------------------------------------------------------------------------------------- trainer
-def _amp_dtype(device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
-
-
 class AdapterTrainer:
     """Trains a :class:`FeatureAdapter` on a frozen VGGT backbone with Selfi's objective.
 
@@ -119,7 +113,7 @@ class AdapterTrainer:
         self.conf_weighting = conf_weighting
         self.chunk = chunk
         self.grad_clip = grad_clip
-        self.amp_dtype = _amp_dtype(self.device) if amp else None
+        self.amp_dtype = autocast_dtype(self.device) if amp else None
         self.optimizer = torch.optim.AdamW(self.adapter.parameters(), lr=lr, weight_decay=weight_decay)
         self.step = 0
         self.seed = seed
@@ -133,9 +127,7 @@ class AdapterTrainer:
 
     # ---------------------------------------------------------------- backbone
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return autocast_context(self.amp_dtype)
 
     @torch.no_grad()
     def backbone_pass(self, images: torch.Tensor, need_geometry: bool):

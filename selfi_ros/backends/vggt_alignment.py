@@ -19,11 +19,19 @@ stay small: ``S x C x (H/s) x (W/s)`` float16 (24 channels, 518x392 input, s = 2
 
 Conventions: extrinsics camera-from-window (3x4, OpenCV axes), K in pixels of the grid it is used with,
 pixels (x, y) at pixel centres, lengths in the window's (VGGT-normalised) units.
+
+:class:`SelfiAlignment` is the backend's alignment state (adapter, swaps, counters, the current window's
+anchor store) and the two uses above as the backend calls them; the features come from the same aggregator
+tokens as the SAIL-Recon passes (token hooks of :func:`selfi_ros.model.scene_memory.run_anchor_pass` /
+:func:`~selfi_ros.model.scene_memory.query_pass`), so the model runs once per pass.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -33,6 +41,10 @@ from selfi_ros.alignment.bundle_adjustment import problem_from_matches, robust_b
 from selfi_ros.alignment.depth_correction import correct_depths
 from selfi_ros.alignment.localizer import AnchorView, PnPResult, check_pose, localize_query
 from selfi_ros.alignment.matching import match_features
+from selfi_ros.backends.config import VGGTBackendConfig
+from selfi_ros.engine.types import LocalizationResult
+
+log = logging.getLogger(__name__)
 
 
 def downsample_features(feat: torch.Tensor, s: int) -> torch.Tensor:
@@ -309,3 +321,179 @@ def refine_window(features: torch.Tensor, depth: np.ndarray, depth_valid: np.nda
     out.depth_scales = [fit.scale for fit in fits]
     out.depth_shifts = [fit.shift for fit in fits]
     return out
+
+
+# ------------------------------------------------------------------------------------ backend state
+@dataclass
+class AlignmentCounters:
+    """Counters of the Selfi alignment (same names and meanings as in
+    :class:`~selfi_ros.engine.status.BackendStatus`)."""
+
+    pose_checks: int = 0
+    pose_check_ok: int = 0
+    pose_check_flagged: int = 0
+    pose_check_rejected: int = 0
+    pose_check_unverified: int = 0
+    refine_applied: int = 0
+    refine_rejected: int = 0
+    adapter_swaps: int = 0
+
+
+def adapter_features(adapter, tokens: List[Optional[torch.Tensor]], images5: torch.Tensor, psi: int) -> torch.Tensor:
+    """Selfi adapter features (B*S, C, H, W) float32 from aggregator outputs (list per layer of (B, S, P, 2C))
+    and images (B, S, 3, H, W); only the adapter's layers are converted to float32, autocast off."""
+    need = set(adapter.cfg.layers)
+    toks = [t.float() if (t is not None and i in need) else None for i, t in enumerate(tokens)]
+    dev = images5.device.type
+    with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
+        f = adapter(toks, images5.float(), psi)
+    return f.reshape(-1, *f.shape[2:])
+
+
+class SelfiAlignment:
+    """The VGGT backend's Selfi alignment: adapter (swappable), pose check and window refinement.
+
+    Args:
+        cfg: the backend's validated :class:`~selfi_ros.backends.config.VGGTBackendConfig` (``adapter`` set).
+        model: the backbone (:class:`~selfi_ros.model.vggt.VGGT`); device: its device.
+    Raises:
+        ValueError: the adapter does not fit the backbone (width, layers; from ``load_adapter`` too).
+    """
+
+    def __init__(self, cfg: VGGTBackendConfig, model, device):
+        from selfi_ros.alignment.adapter import load_adapter
+
+        self.device = device
+        self.adapter = load_adapter(cfg.adapter, device=device, expect_dim_in=2 * model.cfg.embed_dim)
+        missing = [i for i in self.adapter.cfg.layers if not 0 <= i < model.cfg.depth]
+        if missing:
+            raise ValueError(f"adapter reads aggregator layers {missing} that the backbone (depth "
+                             f"{model.cfg.depth}) does not have")
+        log.info("VGGTBackend: Selfi adapter %s (layers %s, %d channels)", cfg.adapter,
+                 list(self.adapter.cfg.layers), self.adapter.cfg.out_dim)
+        self.pose_check = cfg.effective_pose_check()
+        self.max_rot_deg = float(cfg.pose_check_max_rot_deg)
+        self.max_rel_trans = float(cfg.pose_check_max_rel_trans)
+        self.num_anchors = int(cfg.pose_check_anchors)
+        self.downsample = int(cfg.feature_downsample)
+        self.refine = bool(cfg.refine_window)
+        self.refine_max_rot_deg = float(cfg.refine_max_rot_deg)
+        self.refine_max_rel_trans = float(cfg.refine_max_rel_trans)
+        self.counts = AlignmentCounters()
+        self.anchor_store: Optional[AnchorFeatureStore] = None
+        self.last_refinement: Optional[RefineOutcome] = None
+        self._pending = None
+        self._lock = threading.Lock()
+
+    @property
+    def wants_anchor_features(self) -> bool:
+        """Anchor features are computed only when the pose check or the refinement uses them."""
+        return self.pose_check != "off" or self.refine
+
+    @property
+    def keep_layers(self) -> list:
+        """Aggregator layers the adapter reads."""
+        return sorted(self.adapter.cfg.layers)
+
+    def anchor_hook(self, tokens, images5: torch.Tensor, psi: int) -> torch.Tensor:
+        """Token hook of the anchor pass: full-grid features (S, C, H, W) float32."""
+        return adapter_features(self.adapter, tokens, images5, psi)
+
+    def query_hook(self, tokens, images5: torch.Tensor, psi: int) -> torch.Tensor:
+        """Token hook of the query pass: coarse-grid features (n, C, H/s, W/s) float32 on the CPU."""
+        return downsample_features(adapter_features(self.adapter, tokens, images5, psi), self.downsample).cpu()
+
+    # ------------------------------------------------------------------------------ adapter swaps
+    def set_adapter(self, adapter) -> None:
+        """Queue ``adapter`` (thread-safe); :meth:`apply_pending` swaps it in at the next window.
+
+        Raises:
+            ValueError: its token width differs from the current adapter's.
+        """
+        if adapter.cfg.dim_in != self.adapter.cfg.dim_in:
+            raise ValueError(f"set_adapter: adapter token width {adapter.cfg.dim_in} != {self.adapter.cfg.dim_in}")
+        with self._lock:
+            self._pending = adapter
+
+    def apply_pending(self, online=None) -> None:
+        """Swap in the queued adapter, or the online trainer's new one (``online``: an
+        :class:`~selfi_ros.backends.vggt_online.OnlineAdapterHook` or None); counted in ``adapter_swaps``."""
+        with self._lock:
+            if online is not None:
+                new = online.take_adapter()
+                if new is not None:
+                    self._pending = new
+            new, self._pending = self._pending, None
+            if new is None or new is self.adapter:
+                return
+            self.adapter = new.to(self.device).eval()
+            self.counts.adapter_swaps += 1
+        log.info("VGGTBackend: adapter swapped (swap %d)", self.counts.adapter_swaps)
+
+    # ------------------------------------------------------------------------------ window / queries
+    def process_window(self, window_id: int, feats: torch.Tensor, depth: np.ndarray, dconf: Optional[np.ndarray],
+                       Ks: np.ndarray, extr: np.ndarray, pts: Optional[np.ndarray], pconf: Optional[np.ndarray]):
+        """Refine the window (when configured) and keep its anchors for the pose check.
+
+        Args: full network grid: feats (S, C, H, W), depth / dconf (S, H, W), Ks (S, 3, 3) px, extr (S, 3, 4)
+            camera-from-window, pts (S, H, W, 3) / pconf (S, H, W) or None (``pts``/``pconf`` modified in place).
+        Returns:
+            (extrinsics, K, depth, points, points_conf): refined and recomputed when the refinement was
+            applied, else the inputs.
+        """
+        valid = np.isfinite(depth) & (depth > 0) & ((dconf > 0) if dconf is not None else True)
+        if self.refine:
+            extr, Ks, depth, pts = self._refine(window_id, feats, depth, valid, Ks, extr, pts)
+            if pts is not None:  # recomputed from depth: no point where the depth is not valid
+                bad = ~np.isfinite(pts).all(-1)
+                pts[bad] = 0.0
+                if pconf is not None:
+                    pconf[bad] = 0.0
+        self.anchor_store = make_anchor_store(feats, depth, dconf, Ks, extr, self.downsample)
+        return extr, Ks, depth, pts, pconf
+
+    def _refine(self, window_id, feats, depth, valid, Ks, extr, pts):
+        r = refine_window(feats, depth, valid, Ks, extr, downsample=self.downsample,
+                          max_rot_deg=self.refine_max_rot_deg, max_rel_trans=self.refine_max_rel_trans)
+        self.last_refinement = r
+        if not r.applied:
+            self.counts.refine_rejected += 1
+            log.info("VGGTBackend: window %d refinement not applied: %s", window_id, r.reason)
+            return extr, Ks, depth, pts
+        self.counts.refine_applied += 1
+        log.info("VGGTBackend: window %d refined: BA RMS %.2f -> %.2f px, focal x%.4f, max change %.2f deg / "
+                 "%.3f depth", window_id, r.initial_rms, r.final_rms, r.focal_scale, r.max_rot_change_deg,
+                 r.max_rel_trans_change)
+        return r.extrinsics, r.K, r.depth, (unproject_depth(r.depth, r.K, r.extrinsics) if pts is not None else None)
+
+    def check_results(self, results: List[LocalizationResult], feats: torch.Tensor,
+                      Ks_net: List[Optional[np.ndarray]]) -> None:
+        """Pose check of every successful result against the current anchors (in place): ``check``,
+        ``geometric_extrinsics`` and, for a disagreement, ``reason`` (and, in "reject" mode, a failure)."""
+        store = self.anchor_store
+        for i, r in enumerate(results):
+            if r.extrinsics is None or Ks_net[i] is None:
+                continue
+            c = check_query(feats[i], Ks_net[i], r.extrinsics, store, self.max_rot_deg, self.max_rel_trans,
+                            num_anchors=self.num_anchors)
+            self.counts.pose_checks += 1
+            r.geometric_extrinsics = c.pnp.extrinsics
+            if c.check in ("ok", "unverified"):
+                r.check = c.check
+                if c.check == "ok":
+                    self.counts.pose_check_ok += 1
+                else:
+                    self.counts.pose_check_unverified += 1
+                continue
+            msg = (f"pose check: learned pose differs from the PnP pose ({c.reason}; "
+                   f"{int(c.pnp.num_inliers)} inliers)")
+            if self.pose_check == "reject":
+                r.check = "rejected"
+                self.counts.pose_check_rejected += 1
+                log.warning("VGGTBackend: frame %d rejected: %s", r.frame_index, msg)
+                r.extrinsics, r.confidence, r.reason = None, 0.0, msg
+            else:
+                r.check = "flagged"
+                self.counts.pose_check_flagged += 1
+                log.warning("VGGTBackend: frame %d flagged: %s", r.frame_index, msg)
+                r.reason = msg

@@ -1,4 +1,5 @@
-"""Image preprocessing as VGGT's official ``load_and_preprocess_images`` (facts file §1), with metadata.
+"""Image preprocessing as VGGT's official ``load_and_preprocess_images`` (github facebookresearch/vggt,
+``vggt/utils/load_fn.py``), with metadata.
 
 Modes (target width 518 by default, sizes multiples of 14):
 - ``crop``: new_w = target, new_h = 14 * round(h0 * target / w0 / 14) (Python round, halves to even);
@@ -16,7 +17,7 @@ proportional model under which VGGT's principal point W/2 maps to the original i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
@@ -96,7 +97,8 @@ def _to_pil(img: ImageLike) -> Image.Image:
 
 
 def target_size(w0: int, h0: int, mode: str = "crop", target: int = 518, patch: int = 14) -> Tuple[int, int]:
-    """(new_w, new_h) of the Pillow resize for an image of w0 x h0 (facts file §1 step 2)."""
+    """(new_w, new_h) of the Pillow resize for an image of w0 x h0 (the size rule of the official
+    ``load_and_preprocess_images``)."""
     if mode not in ("crop", "pad"):
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
     if mode == "pad" and h0 > w0:
@@ -104,9 +106,75 @@ def target_size(w0: int, h0: int, mode: str = "crop", target: int = 518, patch: 
     return target, patch * round(h0 * (target / w0) / patch)
 
 
+def preprocess_image(image: ImageLike, mode: str = "crop", target: int = 518, patch: int = 14
+                     ) -> Tuple[torch.Tensor, ImageMeta]:
+    """Official VGGT preprocessing of ONE image, before the batch padding of :func:`stack_preprocessed`.
+
+    Args:
+        image: file path, PIL image or (H, W, 3|4) uint8 RGB(A) array (RGBA is composited on white).
+        mode, target, patch: see :func:`preprocess_images`.
+    Returns:
+        (tensor [3, h, w] float32 in [0, 1], :class:`ImageMeta` with ``net_hw`` = (h, w)).
+    Raises:
+        ValueError: bad mode / target, malformed or too elongated image. TypeError: unsupported object.
+    """
+    if target % patch:
+        raise ValueError(f"target {target} must be a multiple of the patch size {patch}")
+    pil = _to_pil(image)
+    w0, h0 = pil.size
+    new_w, new_h = target_size(w0, h0, mode, target, patch)
+    if new_w <= 0 or new_h <= 0:
+        raise ValueError(f"image {w0}x{h0} is too elongated for target {target}")
+    arr = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+    t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    ox, oy = 0.0, 0.0
+    if mode == "crop" and new_h > target:
+        top = (new_h - target) // 2
+        t = t[:, top:top + target]
+        oy = -float(top)
+    elif mode == "pad":
+        dh, dw = target - t.shape[1], target - t.shape[2]
+        if dh > 0 or dw > 0:
+            t = torch.nn.functional.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=1.0)
+            ox, oy = float(dw // 2), float(dh // 2)
+    meta = ImageMeta((h0, w0), (new_h, new_w), (int(t.shape[1]), int(t.shape[2])), (new_w / w0, new_h / h0),
+                     (ox, oy))
+    return t, meta
+
+
+def stack_preprocessed(tensors: Sequence[torch.Tensor], metas: Sequence[ImageMeta]
+                       ) -> Tuple[torch.Tensor, List[ImageMeta]]:
+    """Stack :func:`preprocess_image` outputs as the official code does: images of different sizes are padded
+    with white (1.0) to the largest H and W (top/left get floor(delta/2)).
+
+    Args:
+        tensors: [3, h_i, w_i] float tensors; metas: their :class:`ImageMeta` (not modified).
+    Returns:
+        (tensor [S, 3, H, W], new list of S :class:`ImageMeta` with the padding offsets and ``net_hw`` = (H, W)).
+    Raises:
+        ValueError: empty input or lengths differ.
+    """
+    if len(tensors) == 0 or len(tensors) != len(metas):
+        raise ValueError(f"stack_preprocessed needs as many (>= 1) images as metas, got {len(tensors)} / "
+                         f"{len(metas)}")
+    H = max(t.shape[1] for t in tensors)
+    W = max(t.shape[2] for t in tensors)
+    out, new_metas = [], []
+    for t, m in zip(tensors, metas):
+        dh, dw = H - t.shape[1], W - t.shape[2]
+        off = m.offset_xy
+        if dh or dw:
+            t = torch.nn.functional.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=1.0)
+            off = (off[0] + dw // 2, off[1] + dh // 2)
+        new_metas.append(replace(m, net_hw=(H, W), offset_xy=off))
+        out.append(t)
+    return torch.stack(out), new_metas
+
+
 def preprocess_images(images: Sequence[ImageLike], mode: str = "crop", target: int = 518, patch: int = 14
                       ) -> Tuple[torch.Tensor, List[ImageMeta]]:
-    """Official VGGT preprocessing of a list of images.
+    """Official VGGT preprocessing of a list of images (:func:`preprocess_image` each, then
+    :func:`stack_preprocessed`).
 
     Args:
         images: file paths, PIL images or (H, W, 3|4) uint8 RGB(A) arrays (RGBA is composited on white).
@@ -120,37 +188,5 @@ def preprocess_images(images: Sequence[ImageLike], mode: str = "crop", target: i
     """
     if len(images) == 0:
         raise ValueError("preprocess_images needs at least one image")
-    if target % patch:
-        raise ValueError(f"target {target} must be a multiple of the patch size {patch}")
-    tensors, metas = [], []
-    for img in images:
-        pil = _to_pil(img)
-        w0, h0 = pil.size
-        new_w, new_h = target_size(w0, h0, mode, target, patch)
-        if new_w <= 0 or new_h <= 0:
-            raise ValueError(f"image {w0}x{h0} is too elongated for target {target}")
-        arr = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
-        t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-        ox, oy = 0.0, 0.0
-        if mode == "crop" and new_h > target:
-            top = (new_h - target) // 2
-            t = t[:, top:top + target]
-            oy = -float(top)
-        elif mode == "pad":
-            dh, dw = target - t.shape[1], target - t.shape[2]
-            if dh > 0 or dw > 0:
-                t = torch.nn.functional.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=1.0)
-                ox, oy = float(dw // 2), float(dh // 2)
-        tensors.append(t)
-        metas.append(ImageMeta((h0, w0), (new_h, new_w), (0, 0), (new_w / w0, new_h / h0), (ox, oy)))
-    H = max(t.shape[1] for t in tensors)
-    W = max(t.shape[2] for t in tensors)
-    out = []
-    for t, m in zip(tensors, metas):
-        dh, dw = H - t.shape[1], W - t.shape[2]
-        if dh or dw:
-            t = torch.nn.functional.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=1.0)
-            m.offset_xy = (m.offset_xy[0] + dw // 2, m.offset_xy[1] + dh // 2)
-        m.net_hw = (H, W)
-        out.append(t)
-    return torch.stack(out), metas
+    pairs = [preprocess_image(img, mode, target, patch) for img in images]
+    return stack_preprocessed([t for t, _ in pairs], [m for _, m in pairs])

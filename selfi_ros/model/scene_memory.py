@@ -1,5 +1,11 @@
-"""SAIL-Recon scene memory: anchor pass and query (localization) pass (Deng et al., arXiv 2508.17972;
-facts file §10).
+"""SAIL-Recon scene memory: anchor pass and query (localization) pass.
+
+Method: SAIL-Recon (Deng et al., "SAIL-Recon: Large SfM by Augmenting Scene Regression with
+Localization", arXiv 2508.17972), Sec. 3 (anchor scene representation, localization of query frames);
+official code: github HKUST-SAIL/sail-recon, ``sailrecon/models/sail_recon.py`` (``SailRecon.tmp_forward``
+builds the anchor K/V cache, ``SailRecon.reloc`` localizes queries against it) and
+``sailrecon/models/aggregator.py`` (relocalisation blocks). Checked numerically against that code by
+``benchmarks/compare_official.py`` (mode ``sail``).
 
 Anchor pass (:func:`anchor_pass`): one joint VGGT forward over the S_a anchor frames (first anchor = the
 window frame). At every layer i, after ``frame_blocks[i]``, the 5 special tokens and ``tokens_per_anchor``
@@ -27,15 +33,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
 from selfi_ros.model.aggregator import validate_images
 from selfi_ros.model.errors import oom_guard
-from selfi_ros.model.vggt import autocast_dtype, pose_encoding_to_cameras
+from selfi_ros.model.vggt import AutocastSpec, autocast_context, pose_encoding_to_cameras, resolve_autocast
 
 TokensSpec = Union[str, int]
+#: ``token_hook(tokens, images, patch_start_idx) -> Tensor``: called on the aggregator outputs of a pass (list
+#: per layer of (B, S, P, 2C), None for layers not kept), its images (B, S, 3, H, W) and the first patch token
+#: index, inside inference mode and outside autocast; the returned tensor (first dimension B*S) is stored in
+#: the result's ``extra`` (e.g. Selfi adapter features computed from the same tokens)
+TokenHook = Callable[[List[Optional[torch.Tensor]], torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -70,7 +81,8 @@ class SceneMemory:
 
     @property
     def exact(self) -> bool:
-        """True when every anchor patch token is kept (deterministic, the facts file §10.3 setting)."""
+        """True when every anchor patch token is kept (deterministic; the official code's ``fix_rank`` =
+        number of patch tokens setting)."""
         return self.tokens_per_anchor == self.num_patch_tokens + 5
 
     @property
@@ -104,6 +116,7 @@ class QueryResult:
         depth: (S_q, H, W) z-depth, depth_conf (S_q, H, W); None if the depth head is disabled.
         points: (S_q, H, W, 3) window-frame point map, points_conf (S_q, H, W); None if disabled/skipped.
         camera_tokens: (S_q, 2C) last-layer query camera tokens.
+        extra: the ``token_hook`` outputs of :func:`query_pass`, concatenated over batches (None without).
     """
 
     pose_enc: torch.Tensor
@@ -116,6 +129,7 @@ class QueryResult:
     points_conf: Optional[torch.Tensor] = None
     camera_tokens: Optional[torch.Tensor] = None
     random_weights: bool = False
+    extra: Optional[torch.Tensor] = None
 
 
 def _as_5d(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -207,7 +221,7 @@ def anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec = "al
             outputs[i] = torch.cat([f, tokens], dim=-1)
     cam = outputs[-1][0, :, 0].float()
     memory = SceneMemory(keys, values, positions, cam.to(dev), S, ns + rank, n_patch, (H, W), kv_source,
-                         qspecial, bool(getattr(model, "random_weights", False)))
+                         qspecial, bool(model.random_weights))
     return memory, outputs, ns
 
 
@@ -268,7 +282,16 @@ def query_heads(model, memory: SceneMemory, outputs: List[Optional[torch.Tensor]
     return res
 
 
-def _cat_results(parts: List[QueryResult]) -> QueryResult:
+def concat_query_results(parts: List[QueryResult]) -> QueryResult:
+    """Concatenate per-batch :class:`QueryResult` objects along the query axis (a field is None in the result
+    when it is None in any part).
+
+    Raises:
+        ValueError: no parts.
+    """
+    if not parts:
+        raise ValueError("concat_query_results needs at least one result")
+
     def cat(name):
         vals = [getattr(p, name) for p in parts]
         return None if any(v is None for v in vals) else torch.cat(vals, dim=0)
@@ -276,18 +299,23 @@ def _cat_results(parts: List[QueryResult]) -> QueryResult:
     return QueryResult(cat("pose_enc"),
                        [torch.cat([p.pose_enc_list[j] for p in parts]) for j in range(len(parts[0].pose_enc_list))],
                        cat("extrinsics"), cat("intrinsics"), cat("depth"), cat("depth_conf"), cat("points"),
-                       cat("points_conf"), cat("camera_tokens"), parts[0].random_weights)
+                       cat("points_conf"), cat("camera_tokens"), parts[0].random_weights, cat("extra"))
 
 
 def query_pass(model, memory: SceneMemory, images: torch.Tensor, batch_size: int = 8,
-               with_depth: bool = True, with_points: bool = True, autocast: bool = True) -> QueryResult:
+               with_depth: bool = True, with_points: bool = True, autocast: AutocastSpec = True,
+               keep_layers=None, token_hook: Optional[TokenHook] = None) -> QueryResult:
     """Localize query frames against ``memory`` (SAIL-Recon ``reloc``), ``batch_size`` at a time.
 
     Args:
         images: [S_q, 3, H, W] RGB in [0, 1] (moved to the model's device).
         batch_size: queries per forward (results do not depend on it).
         with_depth / with_points: run the DPT heads (the camera alone is much cheaper).
-        autocast: use the official CUDA autocast dtype (no effect on CPU).
+        autocast: True = the official CUDA autocast dtype (:func:`~selfi_ros.model.vggt.autocast_dtype`),
+            False / None = none (fp32), or a dtype to force on CUDA; no effect on CPU.
+        keep_layers: aggregator layers to keep in addition to those the heads need (for ``token_hook``).
+        token_hook: see :data:`TokenHook`; called once per batch with images (n, 1, 3, H, W); its outputs,
+            concatenated, are the result's ``extra``.
     Returns:
         :class:`QueryResult` in the first anchor's camera frame.
     Raises:
@@ -300,34 +328,54 @@ def query_pass(model, memory: SceneMemory, images: torch.Tensor, batch_size: int
     validate_images(images, model.cfg.patch_size, ndim=(4,))
     device = next(model.parameters()).device
     images = images.to(device)
-    dt = autocast_dtype(device) if autocast else None
+    dt = resolve_autocast(autocast, device)
+    keep = _with_head_layers(model, keep_layers)
     parts = []
     for b0 in range(0, images.shape[0], batch_size):
         chunk = images[b0:b0 + batch_size]
         with oom_guard("localizing", chunk), torch.inference_mode():
-            ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
-            with ctx:
-                outs, psi = query_aggregate(model, memory, chunk)
-            parts.append(query_heads(model, memory, outs, chunk, psi, with_depth, with_points))
-    return _cat_results(parts)
+            with autocast_context(dt):
+                outs, psi = query_aggregate(model, memory, chunk, keep_layers=keep)
+            part = query_heads(model, memory, outs, chunk, psi, with_depth, with_points)
+            if token_hook is not None:
+                part.extra = token_hook(outs, chunk.unsqueeze(1), psi)
+            parts.append(part)
+    return concat_query_results(parts)
+
+
+def _with_head_layers(model, keep_layers):
+    """None (the heads' layers) or the heads' layers plus ``keep_layers``."""
+    if keep_layers is None:
+        return None
+    return sorted(set(model.cfg.needed_layers()) | {int(i) % model.cfg.depth for i in keep_layers})
 
 
 def run_anchor_pass(model, images: torch.Tensor, tokens_per_anchor: TokensSpec = "all", seed: int = 0,
-                    kv_source: str = "auto", memory_device=None, store_dtype=None, autocast: bool = True):
-    """:func:`anchor_pass` under inference mode and the official autocast, followed by the VGGT heads.
+                    kv_source: str = "auto", memory_device=None, store_dtype=None, autocast: AutocastSpec = True,
+                    keep_layers=None, token_hook: Optional[TokenHook] = None):
+    """:func:`anchor_pass` under inference mode and autocast, followed by the VGGT heads (fp32).
 
+    Args:
+        images, tokens_per_anchor, kv_source, memory_device, store_dtype: see :func:`anchor_pass`.
+        seed: seed of the CPU generator drawing the anchor token subsets.
+        autocast: as in :func:`query_pass`.
+        keep_layers: aggregator layers to keep in addition to those the heads need (for ``token_hook``).
+        token_hook: see :data:`TokenHook`; called with images (1, S_a, 3, H, W); its output is ``out.extra``.
     Returns:
         (memory, :class:`~selfi_ros.model.vggt.VGGTOutput` of the anchors (camera head over the anchors
         alone = the anchor part of SAIL's camera head)).
+    Raises:
+        ModelOutOfMemoryError: the window did not fit on the GPU.
     """
     device = next(model.parameters()).device
     images = _as_5d(images, model.cfg.patch_size).to(device)
-    dt = autocast_dtype(device) if autocast else None
+    dt = resolve_autocast(autocast, device)
     gen = torch.Generator().manual_seed(int(seed))
     with oom_guard("reconstructing the anchor window of", images), torch.inference_mode():
-        ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
-        with ctx:
+        with autocast_context(dt):
             memory, outs, psi = anchor_pass(model, images, tokens_per_anchor, gen, kv_source, memory_device,
-                                            store_dtype)
+                                            store_dtype, keep_layers=_with_head_layers(model, keep_layers))
         out = model.run_heads(outs, images, psi)
+        if token_hook is not None:
+            out.extra = token_hook(outs, images, psi)
     return memory, out

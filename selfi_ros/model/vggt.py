@@ -1,21 +1,27 @@
-"""VGGT top-level module (Wang et al., CVPR 2025) with checkpoint-exact parameter names.
+"""VGGT top-level module with checkpoint-exact parameter names.
+
+Source: Wang et al., "VGGT: Visual Geometry Grounded Transformer", CVPR 2025, Sec. 3 (model overview:
+aggregator + camera / DPT heads); official code github facebookresearch/vggt, ``vggt/models/vggt.py``
+(class ``VGGT``, its ``forward``).
 
 ``VGGT(cfg)`` = ``aggregator`` + ``camera_head`` + ``depth_head`` + ``point_head`` (+ ``track_head``);
-the head modules come from :mod:`selfi_ros.model.heads`. Conventions (facts file §7-§8): input RGB in
-[0, 1]; OpenCV camera axes; extrinsics camera-from-world with world = the first frame's camera; depth is
-z-depth; scale is normalised (not metric); intrinsics have the principal point at the image centre.
+the head modules come from :mod:`selfi_ros.model.heads`. Conventions (VGGT paper Sec. 3.1 "Problem
+definition"; official ``vggt/utils/geometry.py``): input RGB in [0, 1]; OpenCV camera axes; extrinsics
+camera-from-world with world = the first frame's camera; depth is z-depth; scale is normalised (not
+metric); intrinsics have the principal point at the image centre (official ``pose_encoding_to_extri_intri``).
 
-Numerics (facts file §9): the aggregator runs under the caller's autocast; camera/depth/point heads run
-with autocast disabled on fp32 tokens; the track head runs under the caller's autocast.
-:meth:`VGGT.infer` wraps a call in ``torch.inference_mode`` and CUDA autocast (bf16 on compute
-capability >= 8, else fp16).
+Numerics (as the official ``VGGT.forward`` and its README inference example): the aggregator runs under
+the caller's autocast; camera/depth/point heads run with autocast disabled on fp32 tokens; the track head
+runs under the caller's autocast. :meth:`VGGT.infer` wraps a call in ``torch.inference_mode`` and CUDA
+autocast (:func:`autocast_dtype`: bf16 on compute capability >= 8, else fp16). Every autocast dtype choice
+of the project goes through :func:`autocast_dtype` / :func:`resolve_autocast`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -37,10 +43,35 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
+#: how a caller asks for autocast: True = the official dtype (:func:`autocast_dtype`), False / None = none
+#: (fp32), or a dtype forced on CUDA
+AutocastSpec = Union[bool, None, torch.dtype]
+
+
+def resolve_autocast(spec: AutocastSpec, device) -> Optional[torch.dtype]:
+    """The CUDA autocast dtype meant by ``spec`` for ``device`` (None = no autocast; always None off CUDA).
+
+    Raises:
+        TypeError: ``spec`` is not a bool, None or a torch.dtype.
+    """
+    if spec is True:
+        return autocast_dtype(device)
+    if spec is False or spec is None:
+        return None
+    if not isinstance(spec, torch.dtype):
+        raise TypeError(f"autocast must be True, False, None or a torch.dtype, got {spec!r}")
+    return spec if torch.device(device).type == "cuda" else None
+
+
+def autocast_context(dtype: Optional[torch.dtype]):
+    """``torch.autocast("cuda", dtype)`` for a dtype from :func:`resolve_autocast`, a null context for None."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
 def pose_encoding_to_cameras(pose_enc: torch.Tensor, image_size_hw: Tuple[int, int]
                              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """9-D "absT_quaR_FoV" encoding -> (extrinsics (..., 3, 4) camera-from-world, intrinsics (..., 3, 3))
-    in pixels of an H x W image (facts file §4); see :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
+    in pixels of an H x W image (official ``vggt/utils/pose_enc.py`` ``pose_encoding_to_extri_intri``); see :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
     from selfi_ros.model.utils.pose_enc import pose_encoding_to_extri_intri
 
     return pose_encoding_to_extri_intri(pose_enc, image_size_hw)
@@ -69,6 +100,7 @@ class VGGTOutput:
         images: the [B, S, 3, H, W] input.
         track, vis, track_conf: (B, S, N, 2) pixels, (B, S, N), (B, S, N) when query points were given.
         random_weights: True when the model producing this had random weights (plumbing only).
+        extra: output of a caller's token hook (:func:`selfi_ros.model.scene_memory.run_anchor_pass`), else None.
     """
 
     pose_enc: Optional[torch.Tensor] = None
@@ -82,6 +114,7 @@ class VGGTOutput:
     vis: Optional[torch.Tensor] = None
     track_conf: Optional[torch.Tensor] = None
     random_weights: bool = False
+    extra: Optional[torch.Tensor] = None
 
     @property
     def image_size_hw(self) -> Tuple[int, int]:
@@ -205,7 +238,7 @@ class VGGT(nn.Module):
     def run_heads(self, tokens: List[Optional[torch.Tensor]], images: torch.Tensor, patch_start_idx: int,
                   frames_chunk_size: int = 8) -> VGGTOutput:
         """Camera, depth and point heads (those that are enabled) on aggregated tokens, in fp32 with autocast
-        off as in the official code (facts file §9); the track head is not run here.
+        off as in the official ``VGGT.forward``; the track head is not run here.
 
         Args:
             tokens: aggregator outputs, list indexed by layer, (B, S, P, 2C) (layers no head reads may be None).
@@ -234,7 +267,5 @@ class VGGT(nn.Module):
         """:meth:`forward` under ``torch.inference_mode`` and the official CUDA autocast (see
         :func:`autocast_dtype`); images are moved to the model's device."""
         images = images.to(self.device)
-        dt = autocast_dtype(images.device)
-        ctx = torch.autocast("cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast_context(autocast_dtype(images.device)):
             return self(images, **kw)
