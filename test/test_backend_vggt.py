@@ -18,6 +18,12 @@ torch.set_num_threads(1)
 WIDTH = 56
 
 
+def _close(actual, ref, rel=1e-5):
+    """fp32-derived values: relative tolerance, absolute floor scaled by the reference's magnitude."""
+    ref = np.asarray(ref, np.float64)
+    np.testing.assert_allclose(actual, ref, rtol=rel, atol=rel * max(float(np.abs(ref).max()), 1e-30))
+
+
 def _frames(n, h=48, w=64, seed=0):
     rng = np.random.default_rng(seed)
     return [Frame(stamp_ns=1000 * i, image=rng.integers(0, 255, (h, w, 3), dtype=np.uint8), index=i)
@@ -75,8 +81,8 @@ def test_window_and_localization_match_model_functions(ckpt):
     win = b.reconstruct_window(7, fr[:3])
     imgs, metas = preprocess_images([f.image for f in fr], target=WIDTH)
     mem, out = run_anchor_pass(b.model, imgs[:3])
-    np.testing.assert_allclose(win.extrinsics, out.extrinsics()[0].double().numpy(), atol=1e-6)
-    np.testing.assert_allclose(win.intrinsics, out.intrinsics()[0].double().numpy(), atol=1e-4)
+    _close(win.extrinsics, out.extrinsics()[0].double().numpy(), 1e-6)
+    _close(win.intrinsics, out.intrinsics()[0].double().numpy(), 1e-6)
     assert win.window_id == 7 and win.image_size_hw == (42, 56) and win.depth.shape == (3, 42, 56)
     assert win.points.shape == (3, 42, 56, 3) and win.colors.dtype == np.uint8
     assert list(win.stamps_ns) == [0, 1000, 2000] and list(win.frame_indices) == [0, 1, 2]
@@ -86,13 +92,13 @@ def test_window_and_localization_match_model_functions(ckpt):
     q = query_pass(b.model, mem, imgs[3:], batch_size=3)
     for i, r in enumerate(res):
         assert r.stamp_ns == fr[3 + i].stamp_ns and r.frame_index == 3 + i
-        np.testing.assert_allclose(r.extrinsics, q.extrinsics[i].double().numpy(), atol=1e-5)
-        np.testing.assert_allclose(r.K, metas[3 + i].K_net_to_orig(q.intrinsics[i].double().numpy()), rtol=1e-5)
+        _close(r.extrinsics, q.extrinsics[i].double().numpy())
+        _close(r.K, metas[3 + i].K_net_to_orig(q.intrinsics[i].double().numpy()))
         assert 0.0 <= r.confidence <= 1.0 and r.depth.shape == (42, 56) and r.points.shape == (42, 56, 3)
     # one at a time gives the same poses (queries are independent)
     single = [b.localize([f])[0] for f in fr[3:]]
     for a, s in zip(res, single):
-        np.testing.assert_allclose(a.extrinsics, s.extrinsics, atol=1e-5)
+        _close(a.extrinsics, s.extrinsics)
 
 
 def test_pad_mode_zero_confidence_in_padding(ckpt):
@@ -136,3 +142,71 @@ def test_gpu_out_of_memory_becomes_a_backend_error_naming_frames_and_resolution(
     with pytest.raises(BackendError, match=r"localizing \d+ frame\(s\) at \d+x\d+ px.*image_width"):
         b.localize(frames[2:])
     assert b.memory is not None  # the previous window's memory stays valid
+
+
+def test_options_come_from_the_config(ckpt, monkeypatch):
+    from selfi_ros.backends.config import BackendConfigError, VGGTBackendConfig
+
+    cfg = VGGTBackendConfig(checkpoint=str(ckpt), image_width=WIDTH, query_batch_size=3)
+    b = VGGTBackend(cfg, image_width="42", tokens_per_anchor=0)  # options override and are cast
+    assert b.config.image_width == 42 and b.config.query_batch_size == 3 and b.tokens_per_anchor == "all"
+    assert b.memory_device is None and b.adapter is None and b.pose_check == "off" and b.online is None
+    with pytest.raises(BackendConfigError, match="unknown option"):
+        VGGTBackend(cfg, window_size=4)
+    with pytest.raises(ValueError, match="image_width"):
+        VGGTBackend(cfg, image_width=50)
+    # device="cpu" is the CPU even when CUDA is present; "auto" would pick CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert VGGTBackend(cfg, device="cpu").device == torch.device("cpu")
+
+
+def test_status_is_typed(ckpt):
+    from selfi_ros.engine.status import BackendStatus
+
+    b = VGGTBackend(checkpoint=str(ckpt), image_width=WIDTH)
+    assert b.status() == BackendStatus()
+    b.reconstruct_window(0, _frames(2))
+    st = b.status()
+    assert isinstance(st, BackendStatus) and st.memory_bytes == b.memory.nbytes > 0 and st.pose_checks == 0
+    assert b.alignment_counts["pose_checks"] == 0
+    with pytest.raises(TypeError):
+        b.alignment_counts["pose_checks"] = 1  # read-only view
+    b.set_idle(True)  # no online training: nothing happens
+    b.close()
+
+
+def test_each_frame_is_preprocessed_once(ckpt, monkeypatch):
+    """A keyframe localized first, then an anchor of two windows, is preprocessed once; batches from the
+    cache equal preprocess_images bit for bit (mixed sizes, pad mode)."""
+    from selfi_ros.backends import vggt_preprocess
+
+    calls = []
+    orig = vggt_preprocess.preprocess_image
+
+    def counting(image, **kw):
+        calls.append(image.shape)
+        return orig(image, **kw)
+
+    monkeypatch.setattr(vggt_preprocess, "preprocess_image", counting)
+    b = VGGTBackend(checkpoint=str(ckpt), image_width=WIDTH, query_batch_size=2)
+    fr = _frames(6, seed=4)
+    b.reconstruct_window(0, fr[0:3])
+    b.localize(fr[3:5])
+    b.reconstruct_window(1, fr[2:5])  # frame 2 shared by both windows, 3 and 4 localized before
+    b.localize(fr[5:6])
+    b.reconstruct_window(2, fr[4:6])
+    assert len(calls) == 6 and b.preprocess_cache.misses == 6 and b.preprocess_cache.hits == 5
+    assert len(b.preprocess_cache) <= b.preprocess_cache.capacity == max(16 + 2, 2 * 3 + 2)
+    b.reset()
+    assert len(b.preprocess_cache) == 0
+
+    rng = np.random.default_rng(1)
+    mixed = [Frame(stamp_ns=i, index=i, image=rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+             for i, (h, w) in enumerate([(48, 64), (64, 32), (40, 70)])]
+    cache = vggt_preprocess.PreprocessCache(capacity=2)
+    for mode in ("crop", "pad"):
+        ref, ref_metas = preprocess_images([f.image for f in mixed], mode=mode, target=WIDTH)
+        for _ in range(2):  # second round: partly from the cache (capacity 2 < 3 frames)
+            got, metas = cache.get(mixed, mode, WIDTH)
+            assert torch.equal(got, ref) and metas == ref_metas
+    assert len(cache) == 2
