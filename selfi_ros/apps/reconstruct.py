@@ -56,19 +56,29 @@ def frames_from_folder(folder: str, K: Optional[np.ndarray] = None, rate_hz: flo
 
 
 def frames_from_bag(path: str, image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
-                    use_camera_info: bool = True, K: Optional[np.ndarray] = None) -> Iterator[Frame]:
-    """Yield a :class:`Frame` per image message of an MCAP ROS 2 bag (stamp = image header stamp).
+                    use_camera_info: bool = True, K: Optional[np.ndarray] = None,
+                    input_config=None) -> Iterator[Frame]:
+    """Yield a :class:`Frame` per accepted image message of an MCAP ROS 2 bag (stamp = image header stamp),
+    made by the node's own input code (:class:`selfi_ros.ros.input.FrameInput`), so that a bag gives the
+    same frames here as through ``selfi_node``.
 
     ``image_topic``: a ``sensor_msgs/Image`` or ``CompressedImage`` topic (None: the first image topic in
-    the bag). Intrinsics: ``K`` if given, else the latest ``CameraInfo`` on ``camera_info_topic`` (None: the
-    ``camera_info`` topic next to the image topic, or the only CameraInfo topic) when ``use_camera_info``.
-    Frames before their first CameraInfo get K = None. Undecodable messages are skipped with a warning.
+    the bag). Intrinsics: ``K`` if given (no CameraInfo read), else each image is paired with the
+    ``CameraInfo`` on ``camera_info_topic`` (None: the ``camera_info`` topic next to the image topic, or the
+    only CameraInfo topic) by the node's rules: nearest stamp within ``sync_threshold_ms``, else after
+    ``camera_info_wait_s`` of bag time (message log time) the latest one; size mismatches and invalid
+    CameraInfos reject the image; without any CameraInfo topic (or ``use_camera_info=False``) K is None.
+    ``input_config``: an :class:`~selfi_ros.ros.input.InputConfig` (default: the node's default parameters).
+    Rejected and undecodable messages are skipped with a warning; ``Frame.index`` counts image messages.
 
     Raises:
         FileNotFoundError / ValueError: no bag, or no image topic in it.
     """
+    from dataclasses import replace
+
     from selfi_ros.ros.bag import bag_topics, read_messages
-    from selfi_ros.ros.conversions import ConversionError, camera_info_to_K, frame_from_image
+    from selfi_ros.ros.input import FrameInput, InputConfig
+    from selfi_ros.ros.params import NodeConfig
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"bag not found: {path}")
@@ -86,24 +96,27 @@ def frames_from_bag(path: str, image_topic: Optional[str] = None, camera_info_to
         base = image_topic.rsplit("/", 2 if image_topic.endswith("/compressed") else 1)[0]
         near = [t for t in infos if t.startswith(base + "/")]
         camera_info_topic = (near or infos or [None])[0]
-    wanted = [image_topic] + ([camera_info_topic] if camera_info_topic and K is None and use_camera_info else [])
-    cur_K = None if K is None else np.asarray(K, dtype=np.float64)
-    index = 0
-    for m in read_messages(path, topics=wanted):
-        if m.topic == camera_info_topic and m.topic != image_topic:
-            try:
-                cur_K = camera_info_to_K(m.message)
-            except (ConversionError, ValueError) as e:
-                log.warning("ignoring bad CameraInfo: %s", e)
-            continue
-        try:
-            fr = frame_from_image(m.message, cur_K, index=index)
-        except ConversionError as e:
-            log.warning("skipping image message at %d: %s", m.log_time_ns, e)
-            continue
-        fr.source = f"{image_topic}#{index}"
-        yield fr
-        index += 1
+    cfg = input_config if input_config is not None else InputConfig.from_node_config(NodeConfig())
+    pair = bool(camera_info_topic) and K is None and use_camera_info
+    if not pair:
+        cfg = replace(cfg, use_camera_info=False, fixed_K=None if K is None else np.asarray(K, dtype=np.float64))
+    fin = FrameInput(cfg)
+
+    def accepted(events):
+        for ev in events:
+            if ev.kind == "frame":
+                ev.frame.source = f"{image_topic}#{ev.frame.index}"
+                yield ev.frame
+            elif ev.kind in ("rejected", "dropped", "warning"):
+                log.warning("%s: %s (%s)", path, ev.detail, ev.reason)
+
+    for m in read_messages(path, topics=[image_topic] + ([camera_info_topic] if pair else [])):
+        now_s = m.log_time_ns * 1e-9
+        if pair and m.topic == camera_info_topic:
+            yield from accepted(fin.add_camera_info(m.message, now_s))
+        else:
+            yield from accepted(fin.add_image(m.message, now_s))
+    yield from accepted(fin.finish())
 
 
 def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend_name: str = "colmap",

@@ -1,0 +1,293 @@
+"""Messages -> :class:`~selfi_ros.engine.types.Frame`: the one road from ``sensor_msgs`` image and
+``CameraInfo`` messages to engine frames, used by the node (``selfi_node``) and by the offline tools
+(:func:`selfi_ros.apps.reconstruct.frames_from_bag`), so that a bag gives the same frames online and offline.
+
+:class:`FrameInput` is a plain class (no node, no clock of its own): it is fed image and CameraInfo
+messages together with a clock value in seconds (the node: its steady receive time; a bag: the log time)
+and returns :class:`InputEvent` s - accepted frames, rejections and drops with their reason. Rules:
+
+* pairing: an image takes the CameraInfo whose stamp is nearest to its own within ``sync_threshold_ms``
+  (approximate time synchronisation, as ``message_filters.ApproximateTimeSynchronizer`` with one slop;
+  ROS 2 ``message_filters`` package, ``ApproximateTimeSynchronizer``), from the last 50 CameraInfos;
+* wait: an image without a match waits; when a CameraInfo matching it arrives it is released (``synced``);
+  after ``camera_info_wait_s`` it is released with the latest CameraInfo (``latest``, counted
+  ``camera_info_unsynced``); when no CameraInfo at all arrived ``camera_info_timeout_s`` after the first
+  image it is released with K unknown (``none``, counted ``no_camera_info``); more than
+  ``max(2 * qos_depth, 4)`` waiting images: the oldest is dropped (``camera_info_wait_overflow``);
+* validation (rejections, bad content): undecodable image or unsupported encoding (``bad_image``), invalid
+  CameraInfo (``bad_camera_info``), image size differing from the CameraInfo's ``width x height``
+  (``size_mismatch``), a Frame that cannot be built (``bad_frame``);
+* order (drops): a stamp equal to / before the last accepted one (``stamp_repeated`` /
+  ``stamp_out_of_order``).
+
+:class:`ThinningQueue` is the node's bounded frame queue between the callbacks and the engine worker.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from selfi_ros.engine.types import Frame
+from selfi_ros.ros import conversions as cv
+
+#: CameraInfo messages kept for pairing
+CAMERA_INFO_HISTORY = 50
+
+
+@dataclass
+class InputConfig:
+    """Pairing and wait rules (the node's parameters of the same names; units in comments)."""
+
+    sync_threshold_ms: float = 5.0  # max |image stamp - CameraInfo stamp| for a match (ms)
+    camera_info_wait_s: float = 0.5  # wait this long for a matching CameraInfo, then take the latest (s)
+    camera_info_timeout_s: float = 5.0  # no CameraInfo at all this long after the first image: K unknown (s)
+    qos_depth: int = 10  # images waiting for a CameraInfo are bounded by max(2 * qos_depth, 4)
+    camera_frame: str = ""  # frame_id of the frames; empty = the image header frame_id (or "camera")
+    use_camera_info: bool = True  # False: no pairing, every image released at once with ``fixed_K``
+    fixed_K: Optional[np.ndarray] = None  # (3, 3) intrinsics for ``use_camera_info=False`` (None: unknown)
+
+    @classmethod
+    def from_node_config(cls, cfg: Any) -> "InputConfig":
+        """The rules of a :class:`selfi_ros.ros.params.NodeConfig` (its fields of the same names)."""
+        return cls(sync_threshold_ms=cfg.sync_threshold_ms, camera_info_wait_s=cfg.camera_info_wait_s,
+                   camera_info_timeout_s=cfg.camera_info_timeout_s, qos_depth=cfg.qos_depth,
+                   camera_frame=cfg.camera_frame)
+
+
+@dataclass
+class InputEvent:
+    """One outcome of feeding :class:`FrameInput`.
+
+    Attributes:
+        kind: ``frame`` (accepted: ``frame`` set), ``rejected`` (bad content), ``dropped`` (order or
+            overflow), ``note`` (counted, the frame goes on: ``no_camera_info``, ``camera_info_unsynced``)
+            or ``warning`` (logged only: ``bad_camera_info_msg``).
+        reason: the counter name (for ``frame``: how it was paired, ``synced`` | ``latest`` | ``none``).
+        detail: text for the log.
+        frame: the accepted frame (``kind == "frame"``).
+        recv_s: the clock value when its image arrived (s; latency of the node's outputs).
+    """
+
+    kind: str
+    reason: str
+    detail: str = ""
+    frame: Optional[Frame] = None
+    recv_s: float = float("nan")
+
+
+@dataclass
+class _Pending:
+    """An image converted on arrival, waiting for a matching CameraInfo."""
+
+    stamp_ns: int
+    rgb: np.ndarray
+    frame_id: str
+    recv_s: float
+    index: int
+
+
+@dataclass
+class _Info:
+    stamp_ns: int
+    model: Optional[cv.CameraModel]
+    error: str
+
+
+class FrameInput:
+    """Image + CameraInfo messages -> validated frames (see the module docstring for the rules).
+
+    Thread-safe (one lock): the node feeds it from its callbacks while its worker may call :meth:`reset`.
+
+    Args:
+        config: the rules (:class:`InputConfig`).
+    """
+
+    def __init__(self, config: Optional[InputConfig] = None) -> None:
+        self.config = config if config is not None else InputConfig()
+        self._lock = threading.RLock()
+        self._pending: collections.deque = collections.deque()
+        self._infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self._first_image_s: Optional[float] = None
+        self._last_accepted: Optional[int] = None
+        self.images_in = 0  # image messages fed (the index of the next frame)
+        self.camera_frame = self.config.camera_frame  # frame_id of the frames (first image's when unset)
+
+    # ------------------------------------------------------------------------------------ feeding
+    def add_image(self, msg, now_s: float) -> list[InputEvent]:
+        """Feed a ``sensor_msgs/Image`` or ``CompressedImage`` that arrived at ``now_s`` (s)."""
+        with self._lock:
+            index = self.images_in
+            self.images_in += 1
+            if self._first_image_s is None:
+                self._first_image_s = now_s
+            try:
+                rgb = cv.compressed_to_rgb8(msg) if hasattr(msg, "format") else cv.image_to_rgb8(msg)
+            except cv.ConversionError as e:
+                return [InputEvent("rejected", "bad_image", str(e))]
+            frame_id = self.config.camera_frame or msg.header.frame_id or "camera"
+            if not self.camera_frame:
+                self.camera_frame = frame_id
+            p = _Pending(cv.stamp_to_ns(msg.header.stamp), rgb, frame_id, now_s, index)
+            if not self.config.use_camera_info:
+                return self._release(p, None, "fixed")
+            out = self.flush(now_s)
+            info = self._match(p.stamp_ns)
+            if info is not None:
+                return out + self._release(p, info, "synced")
+            self._pending.append(p)
+            while len(self._pending) > max(2 * self.config.qos_depth, 4):
+                old = self._pending.popleft()
+                out.append(InputEvent("dropped", "camera_info_wait_overflow",
+                                      f"image {old.stamp_ns} waited too long for CameraInfo"))
+            return out
+
+    def add_camera_info(self, msg, now_s: float) -> list[InputEvent]:
+        """Feed a ``sensor_msgs/CameraInfo`` that arrived at ``now_s`` (s): waiting images it matches go."""
+        with self._lock:
+            out = self.flush(now_s)
+            stamp = cv.stamp_to_ns(msg.header.stamp)
+            try:
+                info = _Info(stamp, cv.camera_info_to_model(msg), "")
+            except cv.ConversionError as e:
+                info = _Info(stamp, None, str(e))
+                out.append(InputEvent("warning", "bad_camera_info_msg", f"bad CameraInfo: {e}"))
+            self._infos.append(info)
+            still: collections.deque = collections.deque()
+            for p in self._pending:
+                m = self._match(p.stamp_ns)
+                if m is not None:
+                    out.extend(self._release(p, m, "synced"))
+                else:
+                    still.append(p)
+            self._pending = still
+            return out
+
+    def flush(self, now_s: float) -> list[InputEvent]:
+        """Release images that waited ``camera_info_wait_s`` (latest CameraInfo), or with K unknown once
+        ``camera_info_timeout_s`` passed since the first image without any CameraInfo (the node's timer)."""
+        out: list[InputEvent] = []
+        with self._lock:
+            c = self.config
+            while self._pending and now_s - self._pending[0].recv_s >= c.camera_info_wait_s:
+                if self._infos:
+                    out.extend(self._release(self._pending.popleft(), self._infos[-1], "latest"))
+                elif self._first_image_s is not None and now_s - self._first_image_s >= c.camera_info_timeout_s:
+                    out.extend(self._release(self._pending.popleft(), None, "none"))
+                else:
+                    break
+        return out
+
+    def finish(self) -> list[InputEvent]:
+        """End of a finite stream (a bag): release every waiting image as if all wait times had passed."""
+        return self.flush(float("inf"))
+
+    def reset(self) -> None:
+        """Forget the stamp order (``~/reset``): the next frame may have any stamp."""
+        with self._lock:
+            self._last_accepted = None
+
+    @property
+    def waiting(self) -> int:
+        """Images waiting for a CameraInfo."""
+        return len(self._pending)
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _match(self, stamp_ns: int) -> Optional[_Info]:
+        best, best_dt = None, None
+        thr = self.config.sync_threshold_ms * 1e6
+        for info in self._infos:
+            dt = abs(info.stamp_ns - stamp_ns)
+            if dt <= thr and (best_dt is None or dt < best_dt):
+                best, best_dt = info, dt
+        return best
+
+    def _release(self, p: _Pending, info: Optional[_Info], how: str) -> list[InputEvent]:
+        """Validate an image against its CameraInfo and the stamp order."""
+        out: list[InputEvent] = []
+        h, w = p.rgb.shape[:2]
+        K = self.config.fixed_K if how == "fixed" else None
+        if how == "none":
+            out.append(InputEvent("note", "no_camera_info", f"no CameraInfo after {self.config.camera_info_timeout_s}"
+                                  " s: running with unknown intrinsics"))
+        elif info is not None and info.model is None:
+            return out + [InputEvent("rejected", "bad_camera_info", info.error)]
+        elif info is not None:
+            m = info.model
+            if m.width > 0 and m.height > 0 and (m.width, m.height) != (w, h):
+                return out + [InputEvent("rejected", "size_mismatch",
+                                         f"image {w}x{h} but CameraInfo {m.width}x{m.height}")]
+            K = m.K
+            if how == "latest":
+                out.append(InputEvent("note", "camera_info_unsynced", f"image {p.stamp_ns} took the latest CameraInfo"))
+        last = self._last_accepted
+        if last is not None and p.stamp_ns <= last:
+            reason = "stamp_repeated" if p.stamp_ns == last else "stamp_out_of_order"
+            return out + [InputEvent("dropped", reason, f"stamp {p.stamp_ns} ns after {last} ns")]
+        try:
+            frame = Frame(stamp_ns=p.stamp_ns, image=p.rgb, K=K, frame_id=p.frame_id, index=p.index)
+        except ValueError as e:
+            return out + [InputEvent("rejected", "bad_frame", str(e))]
+        self._last_accepted = p.stamp_ns
+        return out + [InputEvent("frame", how, frame=frame, recv_s=p.recv_s)]
+
+
+class ThinningQueue:
+    """Bounded FIFO of frames (items with ``stamp_ns``) that keeps its time coverage when full.
+
+    ``put`` never blocks. When full, it drops the waiting frame whose removal leaves the smallest time gap
+    between its neighbours (the newest frame is always kept; with ``maxsize`` < 3 the oldest is dropped)
+    and returns it. During a long stall of the worker (a window reconstruction) the queue thus holds frames
+    spread over the whole stall instead of only the last few: keyframe selection still sees intermediate
+    views, so the map is not left with a gap that nothing can be localized across.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._d: collections.deque = collections.deque()
+        self._max = maxsize
+        self._cv = threading.Condition()
+
+    def put(self, item) -> Any:
+        """Append ``item``; returns the item dropped to stay within ``maxsize`` (or None)."""
+        with self._cv:
+            self._d.append(item)
+            dropped = None
+            if len(self._d) > self._max:
+                if len(self._d) < 4:
+                    dropped = self._d.popleft()
+                else:  # interior item with the smallest gap between its neighbours (ties: the oldest)
+                    st = [x.stamp_ns for x in self._d]
+                    k = min(range(1, len(st) - 1), key=lambda i: st[i + 1] - st[i - 1])
+                    dropped = self._d[k]
+                    del self._d[k]
+            self._cv.notify()
+            return dropped
+
+    def get(self, timeout: float):
+        """The oldest item, waiting up to ``timeout`` s; None when still empty."""
+        with self._cv:
+            if not self._d:
+                self._cv.wait(timeout)
+            return self._d.popleft() if self._d else None
+
+    def get_all(self, timeout: float) -> list:
+        """Every waiting item, oldest first, waiting up to ``timeout`` s for the first; [] when empty."""
+        with self._cv:
+            if not self._d:
+                self._cv.wait(timeout)
+            out = list(self._d)
+            self._d.clear()
+            return out
+
+    def clear(self) -> int:
+        """Drop everything; returns how many items were dropped."""
+        with self._cv:
+            n = len(self._d)
+            self._d.clear()
+            return n
+
+    def __len__(self) -> int:
+        return len(self._d)
