@@ -25,9 +25,9 @@ ARGUMENTS = [
     ("odom_frame", "odometry frame"),
     ("base_frame", "robot base frame"),
     ("publish_tf", "auto | map_to_camera | map_to_odom | map_to_base_link | none"),
-    ("backend", "colmap | vggt | oracle | <module>:<Class>"),
+    ("backend", "colmap / vggt / oracle / <module>:<Class>; its options are its config's parameters"),
     ("checkpoint", "model weights file (vggt)"),
-    ("device", "torch device (vggt)"),
+    ("device", "torch device (vggt): auto (cuda when present, else cpu) / cpu / cuda / cuda:N"),
     ("qos", "input QoS: sensor_data | reliable"),
     ("use_sim_time", "true to use /clock (bag replay)"),
 ]

@@ -152,3 +152,23 @@ def test_anchor_first_octave_is_a_speed_option(sample, window):
     win = ColmapBackend(seed=1, anchor_first_octave=0).reconstruct_window(0, [frames[i] for i in ANCHORS])
     assert win.num_frames == len(ANCHORS)
     assert 10 <= len(win.sparse_points) < len(win_default.sparse_points)
+
+
+def test_options_come_from_one_config():
+    """ColmapBackend(config=None, **options): options are ColmapBackendConfig fields; an unknown option or a
+    bad value is a clear error, not ignored."""
+    from selfi_ros.backends import backend_config_class
+    from selfi_ros.backends.config import BackendConfigError, ColmapBackendConfig
+
+    assert backend_config_class("colmap") is ColmapBackendConfig and backend_config_class("oracle") is None
+    with pytest.raises(ValueError, match="unknown backend"):
+        backend_config_class("nerf")
+    b = make_backend("colmap", ColmapBackendConfig(max_num_features=512), min_inliers=9)
+    assert (b.config.max_num_features, b.config.min_inliers, b.work_dir) == (512, 9, None)
+    assert ColmapBackend(min_inliers="12").min_inliers == 12  # cast to the field's type
+    with pytest.raises(BackendConfigError, match="unknown option.*max_features.*options: "):
+        ColmapBackend(max_features=100)
+    with pytest.raises(BackendConfigError, match="ratio"):
+        ColmapBackend(ratio=1.5)
+    with pytest.raises(BackendConfigError, match="min_inliers=.*not a int"):
+        make_backend("colmap", min_inliers="many")

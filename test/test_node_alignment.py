@@ -47,22 +47,22 @@ def _synthetic_window(wid, H=42, W=56):
 
 
 def test_alignment_parameters(adapter_path):
-    node, _ = P.configs_from_values({"adapter": adapter_path, "pose_check": "reject", "refine_window": True,
-                                     "pose_check_max_rot_deg": 3})
-    opts = P.backend_options(node)
-    assert opts["adapter"] == adapter_path and opts["pose_check"] == "reject" and opts["refine_window"] is True
-    assert opts["pose_check_max_rot_deg"] == 3.0 and opts["pose_check_max_rel_trans"] == 0.1
-    assert P.backend_options(P.NodeConfig()) == {}  # no adapter: no alignment options (other backends)
+    _, _, opts = P.configs_from_values({"backend": "vggt", "adapter": adapter_path, "pose_check": "reject",
+                                        "refine_window": True, "pose_check_max_rot_deg": 3})
+    assert opts.adapter == adapter_path and opts.pose_check == "reject" and opts.refine_window is True
+    assert opts.pose_check_max_rot_deg == 3.0 and opts.pose_check_max_rel_trans == 0.1
+    assert not hasattr(P.configs_from_values({}).backend, "adapter")  # colmap: no alignment options
     with pytest.raises(ValueError, match="pose_check"):
-        P.configs_from_values({"pose_check": "sometimes"})
+        P.configs_from_values({"backend": "vggt", "pose_check": "sometimes"})
     for bad in ({"pose_check": "reject"}, {"refine_window": True}, {"online_adapter_training": True}):
         with pytest.raises(ValueError, match="adapter"):
-            P.configs_from_values(bad)
+            P.configs_from_values({"backend": "vggt", **bad})
     with pytest.raises(ValueError, match="online_clip_len"):
-        P.configs_from_values({"adapter": adapter_path, "online_clip_len": 1})
-    cfg = P.NodeConfig(backend="vggt", allow_random_weights=True, model_config="tiny", image_width=56,
-                       adapter=adapter_path, pose_check="reject", pose_check_max_rot_deg=2.0)
-    b = make_backend_from_config(cfg)
+        P.configs_from_values({"backend": "vggt", "adapter": adapter_path, "online_clip_len": 1})
+    node, _, cfg = P.configs_from_values(dict(backend="vggt", allow_random_weights=True, model_config="tiny",
+                                              image_width=56, adapter=adapter_path, pose_check="reject",
+                                              pose_check_max_rot_deg=2.0))
+    b = make_backend_from_config(node, cfg)
     assert isinstance(b, VGGTBackend) and b.adapter is not None
     assert b.pose_check == "reject" and b.config.pose_check_max_rot_deg == 2.0 and b.config.refine_window is False
 

@@ -6,7 +6,8 @@ import os
 import pytest
 import yaml
 
-from selfi_ros.engine.engine import EngineConfig
+from selfi_ros.backends.config import NODE_BACKEND_CONFIGS, ColmapBackendConfig, VGGTBackendConfig
+from selfi_ros.engine.config import EngineConfig
 from selfi_ros.ros import params as P
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,6 +17,61 @@ def test_every_engine_field_is_a_parameter():
     names = {s.name for s in P.parameter_specs()}
     assert {f.name for f in dataclasses.fields(EngineConfig)} <= names
     assert {f.name for f in dataclasses.fields(P.NodeConfig)} <= names
+    for cls in NODE_BACKEND_CONFIGS.values():
+        assert {f.name for f in dataclasses.fields(cls)} <= names
+    assert len(names) == len(P.parameter_specs())  # each name declared once
+    assert not {"checkpoint", "device", "adapter", "max_num_features"} & {f.name for f in dataclasses.fields(P.NodeConfig)}
+
+
+def test_shared_backend_options_have_one_type_and_default(monkeypatch):
+    """A name in two backend configs is one parameter: same type and default, else parameter_specs refuses."""
+    by_name = {}
+    for name, cls in NODE_BACKEND_CONFIGS.items():
+        for f in dataclasses.fields(cls):
+            by_name.setdefault(f.name, []).append((name, f.default))
+    shared = {k: v for k, v in by_name.items() if len(v) > 1}
+    assert "seed" in shared
+    for k, v in shared.items():
+        assert len({(type(d), d) for _, d in v}) == 1, (k, v)
+        spec = next(s for s in P.parameter_specs() if s.name == k)
+        assert spec.backends == tuple(n for n, _ in v) and all(f"{n}:" in spec.description for n, _ in v)
+
+    @dataclasses.dataclass
+    class Other:
+        seed: float = 0.0  # a different type
+
+    monkeypatch.setitem(NODE_BACKEND_CONFIGS, "other", Other)
+    with pytest.raises(RuntimeError, match="seed"):
+        P.parameter_specs()
+
+
+def test_backend_built_from_its_own_parameters():
+    """The chosen backend's config comes from its parameters only; device:=cpu is the CPU, default auto."""
+    _, _, b = P.configs_from_values({"backend": "vggt", "device": "cpu", "image_width": 56, "max_num_features": 9})
+    assert isinstance(b, VGGTBackendConfig) and b.device == "cpu" and b.image_width == 56
+    assert P.configs_from_values({"backend": "vggt"}).backend.device == "auto"
+    _, _, c = P.configs_from_values({"backend": "colmap", "max_num_features": 512, "device": "cuda"})
+    assert isinstance(c, ColmapBackendConfig) and c.max_num_features == 512
+    assert P.configs_from_values({"backend": "oracle"}).backend is None
+    assert P.configs_from_values({"backend": "selfi_ros_testing:LineBackend"}).backend is None
+    # bad values name the parameter
+    with pytest.raises(ValueError, match="image_width"):
+        P.configs_from_values({"backend": "vggt", "image_width": 50})
+    with pytest.raises(ValueError, match="device"):
+        P.configs_from_values({"backend": "vggt", "device": "gpu"})
+    with pytest.raises(ValueError, match="pose_check"):
+        P.configs_from_values({"backend": "vggt", "pose_check": "sometimes"})
+    with pytest.raises(ValueError, match="ratio"):
+        P.configs_from_values({"backend": "colmap", "ratio": 2.0})
+    with pytest.raises(ValueError, match="max_num_features"):
+        P.configs_from_values({"max_num_features": "many"})
+    with pytest.raises(ValueError, match="online_clip_len"):
+        P.configs_from_values({"backend": "vggt", "adapter": "a.safetensors", "online_adapter_training": True,
+                               "online_clip_len": 8, "window_size": 6})
+    be = P.make_backend_from_config(P.NodeConfig(backend="colmap"), c)
+    assert be.config == c
+    plug = P.make_backend_from_config(P.NodeConfig(backend="selfi_ros.engine.config:EngineConfig"))
+    assert plug == EngineConfig()  # module:Class built without arguments (any class stands in here)
 
 
 def test_yaml_matches_defaults():
@@ -31,7 +87,7 @@ def test_yaml_matches_defaults():
 
 
 def test_configs_from_values_validation():
-    node, eng = P.configs_from_values({"voxel_size": 1, "window_size": 4, "image_topic": "/x"})
+    node, eng, _ = P.configs_from_values({"voxel_size": 1, "window_size": 4, "image_topic": "/x"})
     assert eng.voxel_size == 1.0 and isinstance(eng.voxel_size, float) and eng.window_size == 4
     assert node.image_topic == "/x"
     with pytest.raises(ValueError, match="publish_tf"):
@@ -40,8 +96,10 @@ def test_configs_from_values_validation():
         P.configs_from_values({"image_transport": "theora"})
     with pytest.raises(ValueError, match="window_size"):
         P.configs_from_values({"window_size": "8"})
-    assert P.backend_options(P.NodeConfig()) == {}
-    assert P.backend_options(P.NodeConfig(checkpoint="w.pt", device="cuda")) == {"checkpoint": "w.pt", "device": "cuda"}
+    for bad in ({"window_size": 1}, {"window_overlap": 6}, {"keyframe_buffer_size": 3}, {"voxel_size": 0.0},
+                {"localize_batch_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            P.configs_from_values(bad)
 
 
 def _launch_tree():
@@ -91,7 +149,8 @@ def test_declared_on_a_real_node():
     try:
         node = rclpy.create_node("selfi_node", context=ctx, parameter_overrides=[
             Parameter("voxel_size", value=0.5), Parameter("window_size", value=5)])
-        node_cfg, eng_cfg = P.declare_parameters(node)
+        node_cfg, eng_cfg, backend_cfg = P.declare_parameters(node)
+        assert isinstance(backend_cfg, ColmapBackendConfig)  # the default backend
         assert eng_cfg.voxel_size == 0.5 and eng_cfg.window_size == 5
         declared = set(node._parameters)
         assert set(P.default_parameters()) <= declared

@@ -1,7 +1,8 @@
 """CPU reconstruction backend on pycolmap: SIFT + exhaustive matching + incremental SfM for a window of
 anchors, then 2D-3D matching + LO-RANSAC absolute pose for query frames. No GPU, no weights.
 
-This plays the role of SAIL-Recon's anchor reconstruction + localization (METHODS.md) with classic
+This plays the role of SAIL-Recon's anchor reconstruction + localization (official repository
+HKUST-SAIL/SAIL-Recon) with classic
 structure-from-motion (Schoenberger & Frahm, "Structure-from-Motion Revisited", CVPR 2016, as packaged
 by COLMAP / pycolmap 4.2):
 
@@ -34,6 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from selfi_ros.backends.config import ColmapBackendConfig, with_options
 from selfi_ros.engine.backend import BackendBase, BackendError
 from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
@@ -83,53 +85,43 @@ class ColmapBackend(BackendBase):
     """pycolmap backend (see module docstring). Implements :class:`selfi_ros.engine.backend.Backend`.
 
     Args:
-        max_num_features: SIFT features per image (COLMAP ``max_num_features``).
-        max_image_size: images are downscaled so that their longer side is at most this (px) for SIFT.
-        ratio: Lowe ratio for query-to-memory matching.
-        min_inliers: fewer RANSAC inliers than this is a localization failure.
-        ransac_max_error_px: reprojection threshold of the absolute-pose RANSAC (px).
-        min_registered: a window with fewer registered anchors than this raises :class:`BackendError`.
-        num_threads: threads for extraction/matching/mapping (-1: all cores).
-        seed: random seed of COLMAP's RANSAC and mapper (reproducible runs).
-        work_dir: parent of the temporary folders (None: the system temp dir).
-        peak_threshold: SIFT detector contrast threshold (COLMAP default 0.0067; lower finds more
-            features on smooth, low-contrast texture such as rendered wood).
-        query_first_octave: SIFT ``first_octave`` for query frames (COLMAP's default -1 is a 2x upsampled
-            first octave). 0 skips the upsampled octave: on the sample, 3.5x faster query extraction (0.10
-            vs 0.35 s per 480x360 frame on the shared 2-core machine) with the same pose accuracy inside
-            the window, one frame less of reach beyond it.
-        anchor_first_octave: the same for the anchors of a window, default -1 (COLMAP's). 0 makes windows
-            of 4-6 anchors 3x faster on the sample (0.4-0.9 s instead of 1.4-2 s on the shared 2-core
-            machine; a node then keeps up with the 5 Hz sample), but with about half the 3D points and
-            clearly lower accuracy on wide windows (camera-centre errors up to 7% of the window extent
-            instead of < 3% in ``test/test_colmap_backend.py``); a speed option, not the default.
+        config: a :class:`~selfi_ros.backends.config.ColmapBackendConfig` (default: its defaults); its
+            fields document every option with its unit.
+        **options: fields of that config overriding ``config`` (cast and validated).
+
+    Notes on the speed options (measured on the sample sequence, shared 2-core machine):
+        ``query_first_octave`` 0 skips COLMAP's 2x upsampled first octave (-1) for query frames: 3.5x
+        faster query extraction (0.10 vs 0.35 s per 480x360 frame) with the same pose accuracy inside the
+        window, one frame less of reach beyond it. ``anchor_first_octave`` 0 makes windows of 4-6 anchors 3x
+        faster (0.4-0.9 s instead of 1.4-2 s; a node then keeps up with the 5 Hz sample), but with about
+        half the 3D points and clearly lower accuracy on wide windows (camera-centre errors up to 7% of the
+        window extent instead of < 3% in ``test/test_colmap_backend.py``); a speed option, not the default.
+
+    Raises:
+        selfi_ros.backends.config.BackendConfigError: an option the backend does not have, or a bad value.
     """
 
     name = "colmap"
     random_weights = False
 
-    def __init__(self, max_num_features: int = 4096, max_image_size: int = 1024, ratio: float = 0.8,
-                 min_inliers: int = 15, ransac_max_error_px: float = 4.0, min_registered: int = 2,
-                 num_threads: int = -1, seed: int = 0, work_dir: Optional[str] = None,
-                 peak_threshold: float = 0.004, query_first_octave: int = 0, anchor_first_octave: int = -1,
-                 **_ignored) -> None:
+    def __init__(self, config: Optional[ColmapBackendConfig] = None, **options) -> None:
         import pycolmap
 
-        if _ignored:
-            log.warning("ColmapBackend: ignoring unknown options %s", sorted(_ignored))
+        cfg = with_options(ColmapBackendConfig, config, **options)
+        self.config = cfg
         self._pycolmap = pycolmap
-        self.max_num_features = int(max_num_features)
-        self.max_image_size = int(max_image_size)
-        self.ratio = float(ratio)
-        self.min_inliers = int(min_inliers)
-        self.ransac_max_error_px = float(ransac_max_error_px)
-        self.min_registered = max(2, int(min_registered))
-        self.num_threads = int(num_threads)
-        self.seed = int(seed)
-        self.work_dir = work_dir
-        self.peak_threshold = float(peak_threshold)
-        self.query_first_octave = int(query_first_octave)
-        self.anchor_first_octave = int(anchor_first_octave)
+        self.max_num_features = cfg.max_num_features
+        self.max_image_size = cfg.max_image_size
+        self.ratio = cfg.ratio
+        self.min_inliers = cfg.min_inliers
+        self.ransac_max_error_px = cfg.ransac_max_error_px
+        self.min_registered = max(2, cfg.min_registered)
+        self.num_threads = cfg.num_threads
+        self.seed = cfg.seed
+        self.work_dir = cfg.work_dir or None
+        self.peak_threshold = cfg.peak_threshold
+        self.query_first_octave = cfg.query_first_octave
+        self.anchor_first_octave = cfg.anchor_first_octave
         self._memory: Optional[_SceneMemory] = None
         self._extractor = None
         pycolmap.set_random_seed(self.seed)

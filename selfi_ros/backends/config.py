@@ -9,7 +9,7 @@ A field name shared by two configs means the same thing and has the same type an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 #: ``pose_check`` modes of the vggt backend's Selfi pose check
@@ -44,6 +44,20 @@ def config_from_options(cls: type, options: Mapping[str, Any]):
     cfg = cls(**kw)
     cfg.validate()
     return cfg
+
+
+def with_options(cls: type, config=None, **options):
+    """``config`` (an instance of ``cls``; None: the defaults) with keyword ``options`` applied, cast and
+    validated (:func:`config_from_options`): what a backend's ``__init__(config=None, **options)`` does.
+
+    Raises:
+        BackendConfigError: ``config`` is not a ``cls``, an unknown option, or an invalid value.
+    """
+    if config is None:
+        return config_from_options(cls, options)
+    if not isinstance(config, cls):
+        raise BackendConfigError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+    return config_from_options(cls, {**asdict(config), **options})
 
 
 def _parse_bool(v) -> bool:

@@ -1,31 +1,38 @@
-"""ROS parameters of ``selfi_node``: every :class:`~selfi_ros.engine.engine.EngineConfig` field (same name,
-declared automatically from the dataclass) plus the node's own :class:`NodeConfig`.
+"""ROS parameters of ``selfi_node``: every field of :class:`~selfi_ros.engine.config.EngineConfig`, of the
+node's own :class:`NodeConfig` and of every backend config in
+:data:`~selfi_ros.backends.config.NODE_BACKEND_CONFIGS` (same names, declared automatically from the
+dataclasses; a name shared by two backend configs is one parameter, with the same type and default).
 
-``config/selfi.yaml`` holds all of them with their defaults (``selfi_node: ros__parameters:``);
-:func:`default_parameters` is the single source of those defaults and a test keeps the YAML, the declared
-parameters and ``launch/selfi.launch.py`` in agreement. Importing this module needs no ROS.
+The backend named by the ``backend`` parameter is built from its own config only
+(:func:`make_backend_from_config`); the other backends' parameters are declared but unused.
+``config/selfi.yaml`` holds all of them with their defaults (``selfi_node: ros__parameters:``), grouped per
+config; :func:`default_parameters` is the single source of those defaults and a test keeps the YAML, the
+declared parameters, ``launch/selfi.launch.py`` and the README table in agreement. Importing this module
+needs no ROS.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
-from selfi_ros.engine.engine import EngineConfig
+from selfi_ros.backends.config import NODE_BACKEND_CONFIGS, BackendConfigError, config_from_options
+from selfi_ros.engine.config import EngineConfig
 
 NODE_NAME = "selfi_node"
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
 TF_MODES = ("auto", "map_to_camera", "map_to_odom", "map_to_base_link", "none")
-POSE_CHECK_MODES = ("auto", "off", "flag", "reject")
 
 
 @dataclass
 class NodeConfig:
-    """Parameters of the ROS node itself (topics, frames, QoS, backend choice, rates). Units in comments."""
+    """Parameters of the ROS node itself (topics, frames, QoS, backend choice, rates). Units in comments.
+    The backend options are the fields of the backend configs (:mod:`selfi_ros.backends.config`)."""
 
     # inputs
     image_topic: str = "/camera/image_raw"  # sensor_msgs/Image topic (compressed: <image_topic>/compressed)
@@ -45,27 +52,8 @@ class NodeConfig:
     camera_frame: str = ""  # camera optical frame; empty = the image header frame_id
     publish_tf: str = "auto"  # auto | map_to_camera | map_to_odom | map_to_base_link | none
     tf_static_timeout_s: float = 2.0  # auto mode waits this long for base_frame -> camera on /tf_static (s)
-    # backend
-    backend: str = "colmap"  # colmap | vggt | oracle | <module>:<Class>
-    checkpoint: str = ""  # model weights file (vggt)
-    allow_random_weights: bool = False  # vggt without weights: PLUMBING ONLY, outputs are meaningless
-    model_config: str = ""  # model size preset / config file (vggt)
-    device: str = "cpu"  # torch device (vggt): cpu | cuda | cuda:N
-    tokens_per_anchor: int = 0  # scene-memory tokens kept per anchor (vggt); 0 = backend default
-    image_width: int = 0  # model input width (px); 0 = backend default
-    memory_store_dir: str = ""  # vggt: folder keeping evicted window scene memories for relocalization; empty = off
-    memory_store_windows: int = 0  # vggt: bound on stored scene memories (windows, oldest deleted); 0 = backend default (8)
-    torch_threads: int = 0  # vggt: torch CPU threads (1 is best on small/shared CPUs); 0 = torch default (all cores)
-    # Selfi alignment (vggt backend, needs a trained adapter: `selfi-ros train-adapter`)
-    adapter: str = ""  # vggt: Selfi feature adapter (adapter.safetensors); empty = none
-    pose_check: str = "auto"  # learned pose vs aligned-feature PnP: auto (flag with an adapter) | off | flag | reject
-    pose_check_max_rot_deg: float = 5.0  # pose check: max rotation disagreement (deg)
-    pose_check_max_rel_trans: float = 0.1  # pose check: max camera-centre disagreement / median anchor depth
-    refine_window: bool = False  # bundle-adjust each window on aligned matches + Selfi affine depth correction
-    online_adapter_training: bool = False  # train the adapter in the background on own keyframes while idle
-    online_clip_len: int = 6  # online training: keyframes per clip, taken from one window (<= window_size)
-    online_eval_every: int = 50  # online training: steps between held-out evaluations
-    online_min_gain: float = 0.005  # online training: held-out PCK@3 gain needed to swap the adapter in
+    # backend (its options are the parameters of its config, selfi_ros.backends.config)
+    backend: str = "colmap"  # colmap / vggt / oracle / <module>:<Class> (a plug-in, built without options)
     # queue and outputs
     queue_size: int = 4  # frames waiting for the engine worker; when full, one is dropped keeping time coverage (frames)
     path_max_length: int = 2000  # poses kept in nav_msgs/Path (poses)
@@ -90,36 +78,82 @@ def _field_comments(cls: type) -> dict[str, str]:
 
 @dataclass
 class ParamSpec:
-    """One declared parameter: name, default value (its Python type is the parameter type), description,
-    and which config it feeds (``"engine"`` or ``"node"``)."""
+    """One declared parameter.
+
+    Attributes:
+        name: parameter name (= the config field name).
+        default: default value (its Python type bool, int, float or str is the parameter type).
+        description: the field's trailing comment (unit in parentheses).
+        group: the config it feeds: ``"engine"``, ``"node"`` or ``"backend:<name>"``.
+        backends: for a backend option, every backend whose config has it (a shared name is one parameter).
+    """
 
     name: str
     default: Any
     description: str
     group: str
+    backends: tuple = ()
+
+
+def group_heading(group: str) -> str:
+    """Heading of a parameter group (``engine``, ``node``, ``backend:<name>``)."""
+    if group == "engine":
+        return "engine (EngineConfig)"
+    if group == "node":
+        return "node (NodeConfig)"
+    name = group.split(":", 1)[1]
+    return f"{name} backend ({NODE_BACKEND_CONFIGS[name].__name__})"
+
+
+def _specs_of(cls: type, group: str) -> list[ParamSpec]:
+    comments = _field_comments(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING:
+            raise RuntimeError(f"{cls.__name__}.{f.name} needs a default to be a ROS parameter")
+        if type(f.default) not in (bool, int, float, str):
+            raise RuntimeError(f"{cls.__name__}.{f.name}: type {type(f.default).__name__} cannot be a ROS parameter")
+        out.append(ParamSpec(f.name, f.default, comments.get(f.name, ""), group))
+    return out
 
 
 def parameter_specs() -> list[ParamSpec]:
-    """All parameters of ``selfi_node`` (engine fields first), in declaration order.
+    """All parameters of ``selfi_node``: engine, node, then each backend's options (a name shared by two
+    backend configs once, in the group of the first, with every backend listed in ``backends``).
 
     Raises:
-        RuntimeError: when an EngineConfig field name collides with a NodeConfig one, or a field has no
-            default / a type other than bool, int, float, str.
+        RuntimeError: a name used by two of EngineConfig, NodeConfig and a backend config, a shared backend
+            option whose type or default differs between configs, or a field without a default / of a type
+            other than bool, int, float, str.
     """
-    specs: list[ParamSpec] = []
-    for group, cls in (("engine", EngineConfig), ("node", NodeConfig)):
-        comments = _field_comments(cls)
-        for f in dataclasses.fields(cls):
-            if f.default is dataclasses.MISSING:
-                raise RuntimeError(f"{cls.__name__}.{f.name} needs a default to be a ROS parameter")
-            if type(f.default) not in (bool, int, float, str):
-                raise RuntimeError(f"{cls.__name__}.{f.name}: type {type(f.default).__name__} cannot be a ROS parameter")
-            specs.append(ParamSpec(f.name, f.default, comments.get(f.name, ""), group))
+    specs = _specs_of(EngineConfig, "engine") + _specs_of(NodeConfig, "node")
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise RuntimeError(f"parameter names used by both EngineConfig and NodeConfig: {sorted(dup)}")
-    return specs
+    taken = set(names)
+    backend_specs: dict[str, ParamSpec] = {}
+    descriptions: dict[str, list] = {}
+    for bname, cls in NODE_BACKEND_CONFIGS.items():
+        for s in _specs_of(cls, f"backend:{bname}"):
+            if s.name in taken:
+                raise RuntimeError(f"{cls.__name__}.{s.name} is also an engine or node parameter")
+            prev = backend_specs.get(s.name)
+            if prev is None:
+                s.backends = (bname,)
+                backend_specs[s.name] = s
+                descriptions[s.name] = [(bname, s.description)]
+            elif type(prev.default) is not type(s.default) or prev.default != s.default:
+                raise RuntimeError(f"backend option {s.name!r}: {prev.backends[0]} has {prev.default!r}, {bname} has "
+                                   f"{s.default!r}; a shared name needs the same type and default")
+            else:
+                prev.backends += (bname,)
+                descriptions[s.name].append((bname, s.description))
+    for s in backend_specs.values():
+        d = descriptions[s.name]
+        if len(d) > 1:  # one parameter for several backends: say what it means to each
+            s.description = "; ".join(f"{b}: {text}" for b, text in d)
+    return specs + list(backend_specs.values())
 
 
 def default_parameters() -> dict[str, Any]:
@@ -149,8 +183,7 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     Raises:
         ValueError: naming the parameter and its allowed values.
     """
-    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES),
-                          ("pose_check", POSE_CHECK_MODES)):
+    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES)):
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"parameter {name}={getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
     for name in ("qos_depth", "queue_size", "path_max_length"):
@@ -159,32 +192,101 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     for name in ("map_publish_period_s", "status_period_s"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"parameter {name} must be > 0, got {getattr(cfg, name)}")
-    if not cfg.adapter and (cfg.pose_check in ("flag", "reject") or cfg.refine_window or cfg.online_adapter_training):
-        raise ValueError("parameters pose_check=flag/reject, refine_window and online_adapter_training need "
-                         "the parameter adapter (a trained adapter.safetensors, vggt backend)")
-    for name in ("online_clip_len", "online_eval_every"):
-        if getattr(cfg, name) < (2 if name == "online_clip_len" else 1):
-            raise ValueError(f"parameter {name} is too small: {getattr(cfg, name)}")
     if not cfg.image_topic or not cfg.map_frame:
         raise ValueError("parameters image_topic and map_frame must not be empty")
+    if not cfg.backend:
+        raise ValueError("parameter backend must not be empty")
     return cfg
 
 
-def configs_from_values(values: dict[str, Any]) -> tuple[NodeConfig, EngineConfig]:
-    """Build (NodeConfig, EngineConfig) from ``name -> value`` (missing names take defaults; ints are
-    accepted for float parameters).
+def validate_engine_config(cfg: EngineConfig) -> EngineConfig:
+    """Check the engine parameters that would make the engine fail to start or misbehave.
 
     Raises:
-        ValueError: wrong type or invalid value (see :func:`validate_node_config`).
+        ValueError: naming the parameter.
     """
-    node_kw, eng_kw = {}, {}
+    if cfg.window_size < 2:
+        raise ValueError(f"parameter window_size must be >= 2, got {cfg.window_size}")
+    if not 0 <= cfg.window_overlap < cfg.window_size:
+        raise ValueError(f"parameter window_overlap must be in [0, window_size={cfg.window_size}), "
+                         f"got {cfg.window_overlap}")
+    if cfg.keyframe_buffer_size < cfg.window_size:
+        raise ValueError(f"parameter keyframe_buffer_size ({cfg.keyframe_buffer_size}) must be >= window_size "
+                         f"({cfg.window_size})")
+    for name in ("voxel_size",):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"parameter {name} must be > 0, got {getattr(cfg, name)}")
+    for name in ("max_map_points", "max_trajectory_poses", "odometry_buffer_size", "localize_batch_size",
+                 "window_max_keyframes", "lost_after_failures", "scale_min_pairs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"parameter {name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("keyframe_min_interval_s", "keyframe_max_interval_s", "max_held_frames", "chain_points_per_anchor",
+                 "max_points_per_window", "odometry_max_gap_s", "scale_min_baseline_m"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"parameter {name} must be >= 0, got {getattr(cfg, name)}")
+    return cfg
+
+
+class NodeParameters(NamedTuple):
+    """The configs built from the node's parameters (unpacks as ``node, engine, backend``).
+
+    Attributes:
+        node: the node's own parameters.
+        engine: the engine parameters.
+        backend: the config of the backend named by ``node.backend`` (a
+            :data:`~selfi_ros.backends.config.NODE_BACKEND_CONFIGS` class), or None for a backend without
+            one (``oracle``, a ``module:Class`` plug-in).
+    """
+
+    node: NodeConfig
+    engine: EngineConfig
+    backend: Optional[Any]
+
+
+def backend_config_from_values(backend: str, values: dict[str, Any]):
+    """The config of backend ``backend`` from ``name -> value`` (its own options only; missing ones take
+    their defaults), or None when the backend has no config class.
+
+    Raises:
+        ValueError: a value of the wrong type or out of range, naming the parameter.
+    """
+    cls = NODE_BACKEND_CONFIGS.get(backend)
+    if cls is None:
+        return None
+    opts = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values}
+    defaults = cls()
+    for k, v in opts.items():
+        opts[k] = _coerce(v, getattr(defaults, k), k)
+    try:
+        return config_from_options(cls, opts)
+    except BackendConfigError as e:
+        raise ValueError(f"parameters of backend {backend}: {e}") from None
+
+
+def configs_from_values(values: dict[str, Any]) -> NodeParameters:
+    """Build the node, engine and backend configs from ``name -> value`` (missing names take defaults; ints
+    are accepted for float parameters). Only the options of the backend named by ``backend`` are
+    validated and used.
+
+    Raises:
+        ValueError: unknown-typed or invalid value, naming the parameter.
+    """
+    kw: dict[str, dict] = {"engine": {}, "node": {}}
     for s in parameter_specs():
         if s.name in values:
-            (eng_kw if s.group == "engine" else node_kw)[s.name] = _coerce(values[s.name], s.default, s.name)
-    return validate_node_config(NodeConfig(**node_kw)), EngineConfig(**eng_kw)
+            v = _coerce(values[s.name], s.default, s.name)
+            if s.group in kw:
+                kw[s.group][s.name] = v
+    node = validate_node_config(NodeConfig(**kw["node"]))
+    engine = validate_engine_config(EngineConfig(**kw["engine"]))
+    backend = backend_config_from_values(node.backend, values)
+    if getattr(backend, "online_adapter_training", False) and backend.online_clip_len > engine.window_size:
+        raise ValueError(f"parameter online_clip_len ({backend.online_clip_len}) must be <= window_size "
+                         f"({engine.window_size}): a clip is taken from one window")
+    return NodeParameters(node, engine, backend)
 
 
-def declare_parameters(node) -> tuple[NodeConfig, EngineConfig]:
+def declare_parameters(node) -> NodeParameters:
     """Declare every parameter on an rclpy ``node`` (typed by its default, with its description) and
     return the configs built from the values the node was started with (YAML, ``-p``, launch).
 
@@ -204,21 +306,22 @@ def declare_parameters(node) -> tuple[NodeConfig, EngineConfig]:
     return configs_from_values(values)
 
 
-def backend_options(cfg: NodeConfig) -> dict[str, Any]:
-    """Backend keyword options that were set (non-empty / non-zero / True) - backends take only their own,
-    so unset options are not passed."""
-    opts = {}
-    for k in ("checkpoint", "allow_random_weights", "model_config", "device", "tokens_per_anchor", "image_width",
-              "memory_store_dir", "memory_store_windows", "torch_threads"):
-        v = getattr(cfg, k)
-        if k == "device" and v == "cpu":
-            continue
-        if v not in ("", 0, False):
-            opts[k] = v
-    if cfg.adapter:  # Selfi alignment options exist only on the vggt backend: passed with an adapter only
-        opts.update(adapter=cfg.adapter, pose_check=cfg.pose_check, pose_check_max_rot_deg=cfg.pose_check_max_rot_deg,
-                    pose_check_max_rel_trans=cfg.pose_check_max_rel_trans, refine_window=cfg.refine_window)
-    return opts
+def make_backend_from_config(cfg: NodeConfig, backend_config=None):
+    """The backend named by ``cfg.backend``: a registry name (``colmap``, ``vggt``, ``oracle``) built from
+    ``backend_config`` (its config from :func:`configs_from_values`; None: its defaults), or
+    ``package.module:Class`` (tests, plug-ins) built without arguments.
+
+    Raises:
+        ValueError / ImportError: unknown backend or missing module; the backend's own errors.
+    """
+    if ":" in cfg.backend:
+        mod, cls = cfg.backend.split(":", 1)
+        return vars(importlib.import_module(mod))[cls]()
+    from selfi_ros.backends import make_backend
+
+    if backend_config is None:
+        return make_backend(cfg.backend)
+    return make_backend(cfg.backend, config=backend_config)
 
 
 def render_yaml() -> str:
@@ -237,7 +340,7 @@ def render_yaml() -> str:
     for s in parameter_specs():
         if s.group != group:
             group = s.group
-            lines.append(f"    # --- {'engine (EngineConfig)' if group == 'engine' else 'node (NodeConfig)'}")
+            lines.append(f"    # --- {group_heading(group)}")
         val = yaml.safe_dump(s.default, default_flow_style=True).strip()
         if val.endswith("\n..."):
             val = val[:-4].strip()
