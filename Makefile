@@ -16,8 +16,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q test
 
+# quick CPU run by default (~10-15 min on 2 cores, results in build/bench/results); e.g.
+# make bench BENCH_ARGS="--full"  |  BENCH_ARGS="--only query --device cuda"  (see benchmarks/run_all.py --help)
+BENCH_ARGS ?=
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build install log .pytest_cache

@@ -8,6 +8,7 @@ under the official autocast. Each measurement runs in a fresh subprocess so the 
 
     .venv/bin/python benchmarks/bench_model.py                # CPU, writes benchmarks/results/model_cpu.md
     .venv/bin/python benchmarks/bench_model.py --device cuda  # GPU, writes benchmarks/results/model_gpu.md
+    .venv/bin/python benchmarks/bench_model.py --quick --out /tmp/model.md   # a smoke-sized run (~1-2 min CPU)
 """
 from __future__ import annotations
 
@@ -121,7 +122,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--frames", default="1,2,4,8,16,32")
+    ap.add_argument("--frames", default=None, help="frame counts of the first table (default 1,2,4,8,16,32; "
+                                                   "--quick: 1,2,4)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer frame counts and resolutions, one localization setting (a smoke-sized run)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.one:
@@ -132,7 +136,7 @@ def main() -> None:
     gpu = args.device.startswith("cuda")
     size = "full" if gpu else "small"
     hw = (294, 518) if gpu else (126, 168)
-    frames = [int(f) for f in args.frames.split(",")]
+    frames = [int(f) for f in (args.frames or ("1,2,4" if args.quick else "1,2,4,8,16,32")).split(",")]
     lines = []
     p = lines.append
     cfg = _cfg(size)
@@ -143,7 +147,8 @@ def main() -> None:
       f"load average at start {os.getloadavg()[0]:.1f} (shared machine: times are the minimum of 2-3 runs).")
     p(f"Config: embed_dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, DINO depth {cfg.dino_depth}, "
       f"DPT features {cfg.dpt_features}; random weights (timing only). Command: "
-      f"`.venv/bin/python benchmarks/bench_model.py{' --device cuda' if gpu else ''}`.")
+      f"`.venv/bin/python benchmarks/bench_model.py{' --device ' + args.device if gpu else ''}"
+      f"{' --quick' if args.quick else ''}{' --frames ' + args.frames if args.frames else ''}`.")
     p("Peak memory: " + ("torch.cuda.max_memory_allocated over the call." if gpu else
                          "growth of the process max RSS during the timed call (0 = below the warm-up's high-water mark)."))
     p("")
@@ -157,6 +162,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     p("")
     res_list = [(294, 518), (392, 518), (518, 518)] if gpu else [(70, 98), (126, 168), (182, 252), (252, 336)]
+    if args.quick:
+        res_list = res_list[:2]
     p("### Window forward vs resolution (4 frames)")
     p("")
     p("| H x W | tokens / frame | time (s) | peak (MB) |")
@@ -170,7 +177,7 @@ def main() -> None:
     p("")
     p("| method | time (s) | peak (MB) | scene memory (MB) |")
     p("|---|---:|---:|---:|")
-    for tokens in ("all", 32):
+    for tokens in (("all",) if args.quick else ("all", 32)):
         r = run_one({"kind": "localize", "size": size, "device": args.device, "hw": hw, "frames": 16,
                      "tokens": tokens, "reps": 3})
         p(f"| query pass (tokens_per_anchor={tokens}, depth head on, points off) | {r['time_s']:.3f} | "

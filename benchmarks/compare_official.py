@@ -4,7 +4,7 @@ The official code is NOT part of this repository: pass ``--official PATH`` point
 of https://github.com/facebookresearch/vggt (the directory that contains the ``vggt`` package); it is
 imported from there at run time. The track head is not compared (both sides are built without it).
 
-What it does (facts file /work/shared/spec/ARCHITECTURE_FACTS.md, "How the facts were checked"):
+What it does:
 
 1. Draws ONE set of random weights, perturbed so that every branch matters: LayerScale gammas
    U(0.1, 0.6), camera/register/cls tokens and pos_embed N(0, 0.5^2), random biases N(0, 0.1^2),
@@ -20,7 +20,8 @@ What it does (facts file /work/shared/spec/ARCHITECTURE_FACTS.md, "How the facts
 
 4. ``sail`` (``--official`` = a checkout of HKUST-SAIL/sail-recon, the directory holding ``sailrecon``):
    SAIL-Recon anchor pass (``tmp_forward``) + query pass in the deterministic all-tokens setting
-   (fix_rank = N_p, facts file §10.3) against our ``run_anchor_pass`` / ``query_pass``: max abs difference
+   (``fix_rank`` = number of patch tokens, HKUST-SAIL/sail-recon
+   ``sailrecon/models/sail_recon.py`` ``tmp_forward``) against our ``run_anchor_pass`` / ``query_pass``: max abs difference
    of the query pose_enc, depth, depth_conf, point map, point conf and camera tokens. The official pass
    caches the anchor keys in a random order, so its own runs differ at the 1e-6 relative level.
 
@@ -137,7 +138,8 @@ def build_official_sail(official_sail: str, size: str):
 
 
 def sail_outputs(which: str, model, anchors, queries) -> Dict[str, "torch.Tensor"]:
-    """Anchor pass then query pass in the deterministic all-tokens setting (facts file §10.3).
+    """Anchor pass then query pass in the deterministic all-tokens setting (HKUST-SAIL/sail-recon
+    ``tmp_forward`` with ``fix_rank`` = all patch tokens).
 
     Official: ``tmp_forward(anchors, fix_rank=N_p)`` then the network steps of ``reloc`` (its pose
     conversion and NumPy unprojection are not compared): ``aggregator.forward_with_cache``, camera head
