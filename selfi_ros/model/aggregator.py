@@ -1,4 +1,8 @@
-"""VGGT aggregator: DINOv2 patch tokens + alternating frame / global attention (facts file §3).
+"""VGGT aggregator: DINOv2 patch tokens + alternating frame / global attention.
+
+Source: Wang et al., "VGGT: Visual Geometry Grounded Transformer", CVPR 2025, Sec. 3.2 "Feature backbone"
+(alternating-attention transformer); official code github facebookresearch/vggt, ``vggt/models/aggregator.py``
+(class ``Aggregator``: ``_process_frame_attention``, ``_process_global_attention``, ``slice_expand_and_flatten``).
 
 Token layout per frame (P = 5 + h*w): [camera, 4 registers, patches row-major]; ``patch_start_idx`` = 5.
 Frame 0 of every scene gets ``camera_token[:, 0]`` / ``register_token[:, 0]``, the others index 1.

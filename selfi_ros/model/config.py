@@ -1,7 +1,9 @@
 """Configuration of the VGGT / SAIL-Recon network (sizes only; no weights).
 
-``VGGTConfig()`` is the checkpoint-exact VGGT-1B shape (facts file §0-§6); ``VGGTConfig.sail()`` adds
-SAIL-Recon's reloc tokens and ``global_reloc_blocks`` and drops the track head; ``VGGTConfig.tiny()`` is a
+``VGGTConfig()`` is the checkpoint-exact VGGT-1B shape (the defaults of ``VGGT`` / ``Aggregator`` in github
+facebookresearch/vggt ``vggt/models/vggt.py`` and ``vggt/models/aggregator.py``, matching the Hugging Face
+checkpoint ``facebook/VGGT-1B``); ``VGGTConfig.sail()`` adds SAIL-Recon's reloc tokens and
+``global_reloc_blocks`` (github HKUST-SAIL/sail-recon, ``sailrecon/models/aggregator.py``) and drops the track head; ``VGGTConfig.tiny()`` is a
 small shape for CPU tests and plumbing (never load real weights into it).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ class VGGTConfig:
         aa_init_values: aggregator LayerScale init (0.01).
         rope_base: 2D RoPE frequency base (100).
         enable_camera, enable_depth, enable_point, enable_track: which heads exist.
-        sail_reloc: add SAIL-Recon reloc tokens + global_reloc_blocks (facts file §10).
+        sail_reloc: add SAIL-Recon reloc tokens + global_reloc_blocks (Deng et al., arXiv 2508.17972, Sec. 3).
         dpt_layers: aggregator layers the DPT heads read ((4, 11, 17, 23)).
         dpt_features, dpt_out_channels: DPT widths (256; (256, 512, 1024, 1024)).
         track_features: track-head DPT features (128).

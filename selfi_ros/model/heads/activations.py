@@ -1,4 +1,5 @@
-"""Output activations of VGGT's heads (facts file §4 step 7 and §5 step 7).
+"""Output activations of VGGT's heads (official github facebookresearch/vggt ``vggt/heads/head_act.py``:
+``activate_pose``, ``activate_head``, ``inverse_log_transform``).
 
 Value activations (applied to every channel but the last of a DPT output):
     "exp"      -> exp(v)                      (depth head)
@@ -77,7 +78,8 @@ def activate_pose(pose: torch.Tensor, trans_act: str = "linear", quat_act: str =
                   fov_act: str = "relu") -> torch.Tensor:
     """Activate a raw 9-D pose encoding: translation [0:3], quaternion [3:7], FoV [7:9].
 
-    VGGT uses linear / linear / relu (facts file §4 step 7); the quaternion is not normalised.
+    VGGT's ``CameraHead`` uses linear / linear / relu (official ``vggt/heads/camera_head.py``); the quaternion
+    is not normalised.
     """
     if pose.shape[-1] != 9:
         raise ValueError(f"pose must be (..., 9), got {tuple(pose.shape)}")

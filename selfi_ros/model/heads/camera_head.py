@@ -1,7 +1,8 @@
 """VGGT camera head: iterative adaLN-modulated transformer trunk over per-frame camera tokens.
 
-Wang et al., VGGT (CVPR 2025) §3.3; checkpoint-exact from the facts file §4, plus SAIL-Recon's
-anchor-aware variant (Deng et al., arXiv 2508.17972; facts file §10.2 "Camera head with anchors").
+Wang et al., VGGT (CVPR 2025) Sec. 3.3 "Prediction heads"; checkpoint-exact counterpart of the official
+``vggt/heads/camera_head.py`` ``CameraHead`` (github facebookresearch/vggt), plus SAIL-Recon's anchor-aware
+variant (Deng et al., arXiv 2508.17972, Sec. 3; github HKUST-SAIL/sail-recon, ``sailrecon/heads/camera_head.py``).
 
 State-dict names: ``trunk.{i}.*`` (Blocks), ``token_norm``, ``trunk_norm``, ``empty_pose_tokens``
 (1, 1, 9), ``embed_pose``, ``poseLN_modulation.1`` (index 0 is a parameter-free SiLU), ``adaln_norm``
@@ -134,7 +135,7 @@ class CameraHead(nn.Module):
 
     def forward_with_anchors(self, query_cam_tokens: torch.Tensor, anchor_cam_tokens: torch.Tensor,
                              num_iterations: int = 4, return_anchors: bool = False):
-        """SAIL-Recon anchor-aware camera head (facts file §10.2).
+        """SAIL-Recon anchor-aware camera head (official ``sailrecon/heads/camera_head.py``).
 
         Tokens ``[anchors ; queries]`` run through the same iterative head with a mask in every trunk
         block: anchors attend to anchors only; each query attends to all anchors and itself. So each

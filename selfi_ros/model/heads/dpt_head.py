@@ -1,7 +1,8 @@
 """DPT head over VGGT aggregator layers (Ranftl et al., "Vision Transformers for Dense Prediction",
 ICCV 2021, as used by VGGT's depth/point heads and as the track head's feature extractor).
 
-Checkpoint-exact re-implementation from the facts file §5 (forward) and §6 (feature-only variant).
+Checkpoint-exact counterpart of the official github facebookresearch/vggt ``vggt/heads/dpt_head.py``
+(``DPTHead`` incl. its ``feature_only`` variant, ``ResidualConvUnit``, ``FeatureFusionBlock``).
 State-dict names: ``norm``, ``projects.{0..3}``, ``resize_layers.{0,1,3}`` (2 is Identity),
 ``scratch.layer{1..4}_rn``, ``scratch.refinenet{1..4}.{out_conv,resConfUnit1,resConfUnit2}.*``
 (refinenet4 has no resConfUnit1), ``scratch.output_conv1``, ``scratch.output_conv2.{0,2}``.
@@ -43,7 +44,8 @@ def interpolate_bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 def uv_position_embedding(channels: int, rows: int, cols: int, aspect_ratio: float,
                           dtype: torch.dtype = torch.float32,
                           device: Optional[torch.device] = None) -> torch.Tensor:
-    """DPT's UV sin/cos position embedding (facts file §5, "UV positional embedding"), unscaled.
+    """DPT's UV sin/cos position embedding (official ``vggt/heads/utils.py`` ``create_uv_grid`` +
+    ``position_grid_to_embed``), unscaled.
 
     Args:
         channels: C, divisible by 4.
@@ -72,7 +74,8 @@ def uv_position_embedding(channels: int, rows: int, cols: int, aspect_ratio: flo
 
 
 class ResidualConvUnit(nn.Module):
-    """``conv2(ReLU(conv1(a))) + a`` with ``a = ReLU(x)`` (rectified skip, facts file §5)."""
+    """``conv2(ReLU(conv1(a))) + a`` with ``a = ReLU(x)`` (rectified skip, as the official
+    ``ResidualConvUnit`` with its in-place ReLU)."""
 
     def __init__(self, features: int):
         super().__init__()

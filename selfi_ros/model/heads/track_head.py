@@ -1,6 +1,7 @@
 """VGGT track head: a DPT feature extractor over aggregator tokens + an iterative point tracker.
 
-Facts file §6 (Wang et al., VGGT, CVPR 2025, §3.3 "Tracking"). Key names: ``feature_extractor.*``
+Wang et al., VGGT, CVPR 2025, Sec. 3.3 "Tracking"; official github facebookresearch/vggt
+``vggt/heads/track_head.py`` (``TrackHead``). Key names: ``feature_extractor.*``
 (a :class:`DPTHead` with ``features`` channels, feature_only, down_ratio 2, no UV embedding) and
 ``tracker.*`` (:class:`BaseTrackerPredictor`). The official model runs this head under the caller's
 autocast (not in the fp32 region of the other heads).

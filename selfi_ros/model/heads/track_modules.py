@@ -1,6 +1,8 @@
 """Building blocks of VGGT's point tracker (a CoTracker / VGGSfM-style iterative track refiner).
 
-Facts file §6 plus the public VGGT track modules (read for facts only). Components:
+Source: Wang et al., VGGT (CVPR 2025) Sec. 3.3 "Tracking"; official code github facebookresearch/vggt,
+``vggt/heads/track_modules/`` (``base_track_predictor.py`` ``BaseTrackerPredictor``, ``blocks.py``
+``EfficientUpdateFormer`` / ``CorrBlock``), after CoTracker (Karaev et al., ECCV 2024). Components:
 
 - :class:`CorrPyramid`: a ``levels``-level average-pooled pyramid of feature maps; for each track it
   correlates the track feature with every pixel of a level (``<f, g> / sqrt(C)``) and samples a
@@ -221,7 +223,7 @@ class CorrPyramid:
 
 
 class BaseTrackerPredictor(nn.Module):
-    """Iterative track refinement (VGGT ``track_head.tracker``; facts file §6).
+    """Iterative track refinement (VGGT ``track_head.tracker``; official ``base_track_predictor.py``).
 
     Args:
         stride: feature-map stride relative to the input pixels (2).

@@ -4,7 +4,8 @@
     x <- x + ls2.gamma * mlp(norm2(x)),   mlp = fc2(GELU(fc1(.)))   (exact erf GELU)
 
 No dropout / drop-path (inference only). State-dict names: norm1, attn.qkv, attn.proj, attn.q_norm,
-attn.k_norm, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma (facts file §0, §2).
+attn.k_norm, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma (official github facebookresearch/vggt
+``vggt/layers/block.py`` ``Block``, from DINOv2's ``dinov2/layers/block.py``).
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ class Block(nn.Module):
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """K (after k-norm and RoPE) and V of ``norm1(x)``, each (B, heads, N, head_dim).
 
-        SAIL-Recon's anchor cache for this block (facts file §10.1 step 3).
+        SAIL-Recon's anchor cache for this block (Deng et al., arXiv 2508.17972, Sec. 3; the K/V cache of
+        ``SailRecon.tmp_forward`` in github HKUST-SAIL/sail-recon).
         """
         _, k, v = self.attn.project_qkv(self.norm1(x), pos)
         return k, v

@@ -1,4 +1,9 @@
-"""DINOv2 ViT with register tokens, as the patch embedding of VGGT (facts file §2).
+"""DINOv2 ViT with register tokens, as the patch embedding of VGGT.
+
+Sources: Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", 2023, and Darcet et
+al., "Vision Transformers Need Registers", ICLR 2024; official github facebookresearch/dinov2
+``dinov2/models/vision_transformer.py`` (``DinoVisionTransformer``, ``interpolate_pos_encoding``), vendored by
+VGGT as ``vggt/layers/vision_transformer.py`` (used as ``Aggregator.patch_embed``).
 
 State-dict names (under ``aggregator.patch_embed``): cls_token (1,1,C), pos_embed (1, 1+G*G, C) with
 G = img_size / patch_size (37 for 518/14), register_tokens (1,R,C), mask_token (1,C) (unused at
@@ -35,7 +40,7 @@ def resize_pos_embed_grid(grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Resize a (1, C, G, G) positional-embedding grid to (1, C, h, w).
 
     Bicubic (a = -0.5 via PyTorch's antialias path), ``antialias=True``, ``align_corners=False``, explicit
-    output size, in fp32 (facts file §2 step 3). Returns fp32.
+    output size, in fp32 (as DINOv2's ``interpolate_pos_encoding``). Returns fp32.
     """
     return F.interpolate(grid.float(), size=(h, w), mode="bicubic", antialias=True, align_corners=False)
 

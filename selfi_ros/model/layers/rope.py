@@ -1,4 +1,6 @@
-"""2D rotary position embedding (RoPE) as used by VGGT's aggregator (facts file §3).
+"""2D rotary position embedding (RoPE) as used by VGGT's aggregator (Su et al., "RoFormer", 2021, extended
+to 2D; official github facebookresearch/vggt ``vggt/layers/rope.py``: ``RotaryPositionEmbedding2D``,
+``PositionGetter``).
 
 Each head's D channels are split in two halves: the first half is rotated by the token's row (y)
 position, the second half by its column (x) position. Within a half of size D/2, channel i and channel

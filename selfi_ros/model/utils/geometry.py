@@ -1,4 +1,6 @@
-"""Depth unprojection and closed-form SE(3) inverse, in numpy and torch (facts file §8).
+"""Depth unprojection and closed-form SE(3) inverse, in numpy and torch (as the official github
+facebookresearch/vggt ``vggt/utils/geometry.py``: ``unproject_depth_map_to_point_map``,
+``closed_form_inverse_se3``).
 
 Conventions: OpenCV camera axes (x right, y down, z forward); ``extrinsics`` are camera-from-world
 ``[R | t]`` (``X_cam = R X_world + t``); ``depth`` is z-depth along the optical axis (not ray length);

@@ -1,4 +1,6 @@
-"""VGGT's 9-D camera pose encoding ``absT_quaR_FoV`` (facts file §4; Wang et al., VGGT, CVPR 2025, §3.2).
+"""VGGT's 9-D camera pose encoding ``absT_quaR_FoV`` (Wang et al., VGGT, CVPR 2025, Sec. 3.3 camera head;
+official github facebookresearch/vggt ``vggt/utils/pose_enc.py``: ``extri_intri_to_pose_encoding``,
+``pose_encoding_to_extri_intri``; quaternions as ``vggt/utils/rotation.py`` ``quat_to_mat``).
 
 Layout of the last axis: ``[t_x, t_y, t_z, q_x, q_y, q_z, q_w, fov_h, fov_w]``
 
@@ -29,7 +31,7 @@ def quat_to_mat(quat: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from XYZW quaternions, accepting non-unit quaternions.
 
     Uses ``s = 2 / |q|^2`` inside the usual formula, so ``q`` and ``c q`` (c != 0) give the same R
-    (this is how VGGT converts its un-normalised predicted quaternion; facts file §4).
+    (this is how VGGT converts its un-normalised predicted quaternion: official ``quat_to_mat``).
 
     Args:
         quat: (..., 4) quaternions ``(x, y, z, w)``. A zero quaternion gives NaN/inf entries.
@@ -108,7 +110,8 @@ def _check_hw(image_size_hw: Sequence[int]) -> Tuple[float, float]:
 def pose_encoding_to_extri_intri(pose_encoding: torch.Tensor, image_size_hw: Sequence[int],
                                  build_intrinsics: bool = True
                                  ) -> Tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode 9-D ``absT_quaR_FoV`` encodings into extrinsics and intrinsics (facts file §4).
+    """Decode 9-D ``absT_quaR_FoV`` encodings into extrinsics and intrinsics (official
+    ``pose_encoding_to_extri_intri``).
 
     Args:
         pose_encoding: (..., 9) as described in the module docstring (the quaternion need not be
