@@ -10,9 +10,8 @@ from selfi_ros.model.loading import (CheckpointMismatchError, WeightsNotFoundErr
                                      read_state_dict, save_checkpoint)
 
 torch.set_num_threads(1)
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
-if not SPEC.exists():
-    SPEC = Path("/work/shared/spec")
+#: tensor names and shapes of the published checkpoints facebook/VGGT-1B and HKUST-SAIL/SAIL-Recon
+SPEC = Path(__file__).parent / "data"
 
 
 def _tsv(name):
