@@ -105,3 +105,17 @@ def test_engine_windows_share_overlap_anchors_and_respect_max_keyframes():
     assert eng.status().windows == len(W)
     with pytest.raises(ValueError, match="keyframe_buffer_size"):
         Engine(be, EngineConfig(window_size=8, keyframe_buffer_size=4))
+
+
+def test_policy_defaults_are_the_engine_config():
+    """One source of defaults: WindowPolicy() and an Engine's policy take EngineConfig's values."""
+    c = EngineConfig()
+    p = WindowPolicy()
+    assert (p.window_size, p.overlap, p.max_keyframes, p.min_confidence, p.min_overlap) == (
+        c.window_size, c.window_overlap, c.window_max_keyframes, c.min_localization_confidence,
+        c.window_min_anchor_coverage)
+    cfg = EngineConfig(window_size=7, window_overlap=3, window_max_keyframes=9, min_localization_confidence=0.6,
+                       window_min_anchor_coverage=0.2)
+    frames, scene = make_box_room_sequence(2)
+    q = Engine(OracleBackend(scene), cfg).policy
+    assert (q.window_size, q.overlap, q.max_keyframes, q.min_confidence, q.min_overlap) == (7, 3, 9, 0.6, 0.2)
