@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Optional, Sequence
 
+from selfi_ros.backends.config import VGGTBackendConfig
 from selfi_ros.engine.engine import Engine, EngineOutput
 from selfi_ros.engine.status import BackendStatus, EngineStatus
 from selfi_ros.engine.types import Frame
@@ -91,6 +92,10 @@ class SelfiNode:
         if self.random_weights:
             self.log.warning(RANDOM_WEIGHTS_BANNER)
         self._declare_model_info()
+        bc = self.backend_cfg
+        if isinstance(bc, VGGTBackendConfig) and bc.online_adapter_training:  # run by the backend, while idle
+            self.log.info(f"online adapter training on: clips of {bc.online_clip_len} anchors, evaluation every "
+                          f"{bc.online_eval_every} steps, swap on a held-out PCK@3 gain >= {bc.online_min_gain}")
 
         # --- state shared between callbacks (executor) and the worker thread
         self._lock = threading.Lock()
