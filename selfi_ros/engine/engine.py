@@ -42,7 +42,7 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -445,7 +445,7 @@ class Engine(ig.WindowIntegration):
             st.scale_std = est.std if self.metric else float("nan")
             st.metric = self.metric
             st.map_points = len(self.map)
-            return EngineStatus(**asdict(st))
+            return replace(st)  # a copy (scalar fields only)
 
     def backend_status(self) -> BackendStatus:
         """The backend's counters (``backend.status()``; ``BackendStatus()`` for a plug-in backend without
