@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selfi_ros.alignment.adapter import AdapterConfig, FeatureAdapter, raw_backbone_features  # noqa: E402
-from selfi_ros.alignment.bundle_adjustment import (BAProblem, bundle_adjust, camera_errors,  # noqa: E402
+from selfi_ros.alignment.bundle_adjustment import (bundle_adjust, camera_errors,  # noqa: E402
                                                    problem_from_matches, robust_bundle_adjust, rotvec_to_matrix)
 from selfi_ros.alignment.depth_correction import correct_depths  # noqa: E402
 from selfi_ros.alignment.loss import match_metrics, soft_argmax_matches  # noqa: E402
@@ -336,7 +336,6 @@ def main() -> int:
                             prob=prob, stats=st))
 
     # depth drift correction on the GT-match BA result: dense depth with a per-frame affine drift
-    best = ba_rows[0]
     drift = [(1.0 + 0.1 * np.sin(k), 0.05 * np.cos(k)) for k in range(n_ba)]
     D_drift = np.stack([a * D_gt[k] + b for k, (a, b) in enumerate(drift)]) * (D_gt > 0)
     # BA points: the GT-matched problem rebuilt with drifted depth (as a VGGT-like init) and re-solved

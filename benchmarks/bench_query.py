@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def _frames(n: int):
     from selfi_ros.engine.types import Frame
 
-    try:
-        import mcap  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("mcap") is None:
         import numpy as np
 
         rng = np.random.default_rng(0)

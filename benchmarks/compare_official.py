@@ -52,7 +52,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,7 +109,6 @@ def build_official(official: str, size: str, device: str = "cpu"):
 
 def build_official_sail(official_sail: str, size: str):
     """Official SAIL-Recon (``SailRecon(kv_cache=True)``, imported from ``official_sail``), eval mode."""
-    import torch
     from torch import nn
 
     if official_sail not in sys.path:
