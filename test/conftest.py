@@ -1,4 +1,4 @@
-"""Shared test set-up (owned by the lead; add fixtures in your own test files).
+"""Shared test set-up (fixtures used by one test file live in that file).
 
 Every process that starts rclpy must keep DDS discovery on this machine, so the safety variable is set
 here for the test process and inherited by every subprocess a test starts.

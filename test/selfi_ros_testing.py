@@ -24,6 +24,18 @@ LINE_SPEED = 0.5
 WALL_DEPTH = 2.0
 
 
+def assert_close_rel(actual, expected, rel=1e-5, atol_rel=None):
+    """Compare fp32 results with a tolerance relative to the reference: ``rtol=rel`` and an absolute floor of
+    ``atol_rel`` (default ``rel``) times max|expected|, because other x86-64 CPUs' fp32 kernels differ in the
+    last bits. Accepts numpy arrays and torch tensors; raises AssertionError with the worst element."""
+    import torch
+
+    e = expected if isinstance(expected, torch.Tensor) else torch.as_tensor(np.asarray(expected))
+    a = (actual if isinstance(actual, torch.Tensor) else torch.as_tensor(np.asarray(actual))).to(e.dtype)
+    scale = float(e.abs().max()) if e.numel() else 0.0
+    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
+
+
 class LineBackend:
     """Backend with a known answer: the camera translates along +x at ``LINE_SPEED`` m/s of stamp time
     (no rotation) in front of a wall at ``WALL_DEPTH`` m; windows live in the first anchor's frame (the

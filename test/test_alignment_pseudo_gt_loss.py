@@ -6,16 +6,9 @@ import torch
 
 from selfi_ros.alignment.loss import correspondence_loss, soft_argmax_matches
 from selfi_ros.alignment.pseudo_gt import pseudo_gt_correspondences, sample_query_pixels
+from selfi_ros_testing import assert_close_rel
 
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 def _rot(axis, deg):
     a = np.radians(deg)
@@ -70,7 +63,7 @@ def test_identity_pose_maps_pixels_to_themselves_and_visible():
     K = torch.tensor([[15.0, 0, 6.5], [0, 15.0, 4.5], [0, 0, 1]]).expand(1, 2, 3, 3)
     uv = sample_query_pixels(1, H, W, 40, generator=torch.Generator().manual_seed(0))
     c = pseudo_gt_correspondences(depth, E, K, 0, uv)
-    _close(c.tgt_uv[0, 0], uv[0], 1e-5)
+    assert_close_rel(c.tgt_uv[0, 0], uv[0], 1e-5)
     assert bool(c.valid.all())
 
 
@@ -114,7 +107,7 @@ def test_soft_argmax_recovers_exact_pixel_with_onehot_features():
     q = src[:, uv[0, :, 1].long(), uv[0, :, 0].long()].T.unsqueeze(0)
     soft, hard = soft_argmax_matches(q, tgt[None, None], temperature=100.0, want_hard=True)
     expect = uv[0] + torch.tensor([2.0, 1.0])
-    _close(soft[0, 0], expect, 1e-5)
+    assert_close_rel(soft[0, 0], expect, 1e-5)
     torch.testing.assert_close(hard[0, 0], expect)
 
 
@@ -126,7 +119,7 @@ def test_loss_is_zero_for_perfect_features_and_positive_otherwise():
     K = torch.tensor([[10.0, 0, 3.0], [0, 10.0, 2.5], [0, 0, 1]]).expand(1, 2, 3, 3)
     uv = torch.tensor([[[1.0, 1.0], [3.0, 2.0], [5.0, 4.0]]])
     c = pseudo_gt_correspondences(depth, E, K, 0, uv)
-    _close(c.tgt_uv[0, 0], uv[0] - torch.tensor([1.0, 0]), 1e-5)
+    assert_close_rel(c.tgt_uv[0, 0], uv[0] - torch.tensor([1.0, 0]), 1e-5)
     src, tgt = _onehot_features(H, W, shift=(-1, 0))
     feats = torch.stack([src, tgt])[None]  # (1, 2, C, H, W)
     loss, m = correspondence_loss(feats, c, 0, temperature=100.0, with_metrics=True)

@@ -9,16 +9,9 @@ from PIL import Image
 from selfi_ros.alignment.adapter import (AdapterConfig, FeatureAdapter, load_adapter, raw_backbone_features,
                                          read_adapter_metadata, save_adapter)
 from selfi_ros.model.config import VGGTConfig
+from selfi_ros_testing import assert_close_rel
 
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 def _tiny_tokens(S=2, H=28, W=42, seed=0):
     from selfi_ros.model.loading import load_model
@@ -35,7 +28,7 @@ def test_adapter_outputs_normalised_features_at_input_resolution(tmp_path):
     ad = FeatureAdapter(AdapterConfig.for_backbone(cfg))
     f = ad(tok, img, psi)
     assert f.shape == (1, 2, 24, 28, 42)
-    _close(f.norm(dim=2), torch.ones(1, 2, 28, 42), 1e-5)
+    assert_close_rel(f.norm(dim=2), torch.ones(1, 2, 28, 42), 1e-5)
     # gradients reach the adapter only
     f.sum().backward()
     assert all(p.grad is not None for p in ad.parameters())
@@ -128,7 +121,7 @@ def test_resume_is_exact(tmp_path, sane_geometry):
     assert main(base + ["--out", str(b), "--steps", "5", "--resume"]) == 0
     sa, sb = load_adapter(a).state_dict(), load_adapter(b).state_dict()
     for k in sa:
-        _close(sa[k], sb[k], 1e-5)
+        assert_close_rel(sa[k], sb[k], 1e-5)
 
 
 def test_train_adapter_requires_checkpoint_or_explicit_random(tmp_path):

@@ -13,15 +13,10 @@ from selfi_ros.model.config import VGGTConfig
 from selfi_ros.model.loading import WeightsNotFoundError, build_model, save_checkpoint
 from selfi_ros.model.preprocessing import preprocess_images
 from selfi_ros.model.scene_memory import query_pass, run_anchor_pass
+from selfi_ros_testing import assert_close_rel
 
 torch.set_num_threads(1)
 WIDTH = 56
-
-
-def _close(actual, ref, rel=1e-5):
-    """fp32-derived values: relative tolerance, absolute floor scaled by the reference's magnitude."""
-    ref = np.asarray(ref, np.float64)
-    np.testing.assert_allclose(actual, ref, rtol=rel, atol=rel * max(float(np.abs(ref).max()), 1e-30))
 
 
 def _frames(n, h=48, w=64, seed=0):
@@ -81,8 +76,8 @@ def test_window_and_localization_match_model_functions(ckpt):
     win = b.reconstruct_window(7, fr[:3])
     imgs, metas = preprocess_images([f.image for f in fr], target=WIDTH)
     mem, out = run_anchor_pass(b.model, imgs[:3])
-    _close(win.extrinsics, out.extrinsics()[0].double().numpy(), 1e-6)
-    _close(win.intrinsics, out.intrinsics()[0].double().numpy(), 1e-6)
+    assert_close_rel(win.extrinsics, out.extrinsics()[0].double().numpy(), 1e-6)
+    assert_close_rel(win.intrinsics, out.intrinsics()[0].double().numpy(), 1e-6)
     assert win.window_id == 7 and win.image_size_hw == (42, 56) and win.depth.shape == (3, 42, 56)
     assert win.points.shape == (3, 42, 56, 3) and win.colors.dtype == np.uint8
     assert list(win.stamps_ns) == [0, 1000, 2000] and list(win.frame_indices) == [0, 1, 2]
@@ -92,13 +87,13 @@ def test_window_and_localization_match_model_functions(ckpt):
     q = query_pass(b.model, mem, imgs[3:], batch_size=3)
     for i, r in enumerate(res):
         assert r.stamp_ns == fr[3 + i].stamp_ns and r.frame_index == 3 + i
-        _close(r.extrinsics, q.extrinsics[i].double().numpy())
-        _close(r.K, metas[3 + i].K_net_to_orig(q.intrinsics[i].double().numpy()))
+        assert_close_rel(r.extrinsics, q.extrinsics[i].double().numpy())
+        assert_close_rel(r.K, metas[3 + i].K_net_to_orig(q.intrinsics[i].double().numpy()))
         assert 0.0 <= r.confidence <= 1.0 and r.depth.shape == (42, 56) and r.points.shape == (42, 56, 3)
     # one at a time gives the same poses (queries are independent)
     single = [b.localize([f])[0] for f in fr[3:]]
     for a, s in zip(res, single):
-        _close(a.extrinsics, s.extrinsics)
+        assert_close_rel(a.extrinsics, s.extrinsics)
 
 
 def test_pad_mode_zero_confidence_in_padding(ckpt):

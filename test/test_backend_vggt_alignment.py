@@ -11,16 +11,9 @@ from selfi_ros.backends import vggt_alignment as va
 from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.types import Frame
 from selfi_ros.model.config import VGGTConfig
+from selfi_ros_testing import assert_close_rel
 
 torch.set_num_threads(1)
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 WIDTH = 56
 
@@ -136,7 +129,7 @@ def test_refine_window_through_backend_keeps_shapes(adapter_path):
     assert st.refine_applied + st.refine_rejected == 1 and st.pose_checks == 0
     if not r.applied:  # random features: the refinement may find nothing usable; then nothing changes
         assert r.reason
-        _close(w.extrinsics, w0.extrinsics, 1e-5)
+        assert_close_rel(w.extrinsics, w0.extrinsics, 1e-5)
     else:
         assert r.max_rot_change_deg <= b.config.refine_max_rot_deg
 

@@ -8,18 +8,11 @@ import torch
 from selfi_ros.model.aggregator import Aggregator, validate_images
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.model.layers import Block, RotaryPositionEmbedding2D, patch_positions, resize_pos_embed_grid
+from selfi_ros_testing import assert_close_rel
 
 torch.set_num_threads(1)
 
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
     """Random weights where every branch matters (LayerScale ~U(0.1, 0.6), tokens N(0, 0.5^2))."""
@@ -54,7 +47,7 @@ def test_rope_matches_independent_formula():
                     v = xn[b, :, n, axis * half + i + q]
                     ref[b, :, n, axis * half + i] = u * math.cos(theta) - v * math.sin(theta)
                     ref[b, :, n, axis * half + i + q] = v * math.cos(theta) + u * math.sin(theta)
-    _close(out, ref, 1e-5)
+    assert_close_rel(out, ref, 1e-5)
     # position (0, 0) is the identity
     zero = torch.zeros(B, N, 2, dtype=torch.long)
     torch.testing.assert_close(rope(x, zero), x)
@@ -100,7 +93,7 @@ def test_pos_embed_resize_matches_separable_formula(hw):
     out = resize_pos_embed_grid(grid, h, w)[0].double().numpy()
     Mh, Mw = _aa_matrix(G, h), _aa_matrix(G, w)
     ref = np.einsum("ia,cab,jb->cij", Mh, grid[0].double().numpy(), Mw)
-    _close(out, ref, 2e-5)
+    assert_close_rel(out, ref, 2e-5)
 
 
 def test_block_state_dict_names():
@@ -162,7 +155,7 @@ def test_aggregator_alternation_matches_direct_computation():
         for i in range(cfg.depth):
             f = torch.stack([_direct_block(agg.frame_blocks[i], x[s], pos) for s in range(S)])
             g = _direct_block(agg.global_blocks[i], f.reshape(S * P, C), pos.repeat(S, 1)).reshape(S, P, C)
-            _close(outs[i][0], torch.cat([f, g], -1), 1e-4)
+            assert_close_rel(outs[i][0], torch.cat([f, g], -1), 1e-4)
             x = g
 
 
@@ -235,13 +228,13 @@ def test_vggt_camera_helpers():
     E = out.extrinsics()
     T = out.world_from_camera()
     E4 = torch.cat([E, torch.tensor([0, 0, 0, 1.0]).expand(1, 3, 1, 4)], dim=2)
-    _close(T @ E4, torch.eye(4).expand(1, 3, 4, 4), 1e-4)
+    assert_close_rel(T @ E4, torch.eye(4).expand(1, 3, 4, 4), 1e-4)
     K = out.intrinsics()
     assert torch.allclose(K[..., 0, 2], torch.tensor(21.0)) and torch.allclose(K[..., 1, 2], torch.tensor(14.0))
     K2 = out.intrinsics((56, 84))  # same FoV, twice the resolution: focal lengths double
-    _close(K2[..., 0, 0], 2 * K[..., 0, 0])
+    assert_close_rel(K2[..., 0, 0], 2 * K[..., 0, 0])
     fov_w = out.pose_enc[..., 8]
-    _close(K[..., 0, 0], 21.0 / torch.tan(fov_w / 2))
+    assert_close_rel(K[..., 0, 0], 21.0 / torch.tan(fov_w / 2))
 
 
 def test_vggt_frame_order_matters_only_through_first_frame():
@@ -251,8 +244,8 @@ def test_vggt_frame_order_matters_only_through_first_frame():
     with torch.no_grad():
         a = m(x)
         b = m(x[[0, 2, 1]])
-    _close(a.pose_enc[:, [0, 2, 1]], b.pose_enc, 1e-4)
-    _close(a.depth[:, [0, 2, 1]], b.depth, 1e-4)
+    assert_close_rel(a.pose_enc[:, [0, 2, 1]], b.pose_enc, 1e-4)
+    assert_close_rel(a.depth[:, [0, 2, 1]], b.depth, 1e-4)
 
 
 @pytest.mark.parametrize("bad", [
@@ -295,9 +288,9 @@ def test_rope_cache_not_stale():
     p2 = p1.flip(0).clone()
     a1, a2 = rope(x, p1), rope(x, p2)
     assert not torch.allclose(a1, a2)
-    _close(a2, RotaryPositionEmbedding2D(100.0)(x, p2))
+    assert_close_rel(a2, RotaryPositionEmbedding2D(100.0)(x, p2))
     torch.testing.assert_close(rope(x.double(), p1), RotaryPositionEmbedding2D(100.0)(x.double(), p1))
-    _close(rope(x, p1), a1)
+    assert_close_rel(rope(x, p1), a1)
 
 
 def test_cpu_bf16_autocast_keeps_fp32_residual_stream_and_heads():
@@ -311,4 +304,4 @@ def test_cpu_bf16_autocast_keeps_fp32_residual_stream_and_heads():
             low = m(x)
     assert all(o.dtype == torch.float32 for o in outs if o is not None)
     assert low.pose_enc.dtype == torch.float32 and low.depth.dtype == torch.float32
-    _close(low.depth, ref.depth, 0.1, atol_rel=0.05)
+    assert_close_rel(low.depth, ref.depth, 0.1, atol_rel=0.05)

@@ -1,21 +1,13 @@
 """The DPT head's memory-saving inference path (in-place ReLU / skip / UV adds, levels built right before
 their fusion block) must give exactly the values of the plain formulas, and must not touch tensors the
 caller still owns or break autograd (the Selfi adapter trains a feature-only DPT head)."""
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from selfi_ros.model.heads.dpt_head import DPTHead, ResidualConvUnit, interpolate_bilinear
+from selfi_ros_testing import assert_close_rel
 
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 def _randomize(module, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -35,14 +27,14 @@ def test_rcu_consume_matches_formula_and_respects_ownership():
         keep = x.clone()
         out = rcu(x)  # default: does not consume
         assert torch.equal(x, keep)
-        _close(out, expect)
+        assert_close_rel(out, expect)
         out2 = rcu(x.clone(), consume=True)
     assert torch.equal(out, out2)
     # with autograd on, consume is ignored (no in-place op on tensors saved for backward)
     xg = x.clone().requires_grad_(True)
     outg = rcu(xg, consume=True)
     outg.sum().backward()
-    _close(outg.detach(), expect)
+    assert_close_rel(outg.detach(), expect)
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
 
 

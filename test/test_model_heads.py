@@ -8,15 +8,8 @@ import torch
 
 from selfi_ros.model.heads import DPTHead, activate_head, activate_pose, uv_position_embedding
 from selfi_ros.model.heads.activations import apply_conf_activation, apply_value_activation
+from selfi_ros_testing import assert_close_rel
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 TSV = Path(__file__).parent / "data" / "vggt_1b_state_dict.tsv"  # facebook/VGGT-1B tensor names and shapes
 
@@ -74,8 +67,8 @@ def test_activations_against_formulas():
     out = torch.randn(2, 4, 3, 5)
     pts, conf = activate_head(out, "inv_log", "expp1")
     assert pts.shape == (2, 3, 5, 3) and conf.shape == (2, 3, 5)
-    _close(conf, 1 + out[:, 3].exp())
-    _close(pts[..., 1], torch.sign(out[:, 1]) * torch.expm1(out[:, 1].abs()))
+    assert_close_rel(conf, 1 + out[:, 3].exp())
+    assert_close_rel(pts[..., 1], torch.sign(out[:, 1]) * torch.expm1(out[:, 1].abs()))
     pose = torch.randn(4, 9)
     act = activate_pose(pose)
     assert torch.equal(act[:, :7], pose[:, :7])
@@ -97,7 +90,7 @@ def test_uv_embedding_against_formula():
             om = [100 ** (-k / n) for k in range(n)]
             ref = ([math.sin(u * o) for o in om] + [math.cos(u * o) for o in om]
                    + [math.sin(v * o) for o in om] + [math.cos(v * o) for o in om])
-            _close(emb[:, i, j], torch.tensor(ref, dtype=torch.float32))
+            assert_close_rel(emb[:, i, j], torch.tensor(ref, dtype=torch.float32))
 
 
 # ------------------------------------------------------------------------------------------ DPT head
@@ -128,12 +121,12 @@ def test_dpt_shapes_nonsquare_and_chunking_invariance():
         p1, c1 = head(tokens, images, 5, frames_chunk_size=1)
     assert p8.shape == (B, S, H, W, 3) and c8.shape == (B, S, H, W)
     assert (c8 > 1).all()
-    _close(p8, p1)
-    _close(c8, c1)
+    assert_close_rel(p8, p1)
+    assert_close_rel(c8, c1)
     # per-frame independence: frame 1 alone gives the same result
     with torch.no_grad():
         p_single, _ = head([t[:, 1:2] for t in tokens], images[:, 1:2], 5)
-    _close(p_single[:, 0], p8[:, 1])
+    assert_close_rel(p_single[:, 0], p8[:, 1])
     # frames are actually different (the test above could not pass trivially)
     assert not torch.allclose(p8[:, 0], p8[:, 1])
 
@@ -241,7 +234,7 @@ def test_camera_head_forward_matches_reference_and_refines():
         ref = _reference_camera_head(head, tokens[-1][:, :, 0], 4)
     assert len(out) == 4 and all(o.shape == (B, S, 9) for o in out)
     for o, r in zip(out, ref):
-        _close(o, r, 1e-5)
+        assert_close_rel(o, r, 1e-5)
     # each iteration changes the estimate; FoV is non-negative
     for a, b in zip(out[:-1], out[1:]):
         assert (a - b).abs().max() > 1e-4
@@ -274,17 +267,17 @@ def test_camera_head_with_anchors():
         # anchors part == plain head over the anchors alone
         a_plain = head.forward_camera_tokens(anchors, 4)
         for x, y in zip(a_all, a_plain):
-            _close(x, y, 1e-5)
+            assert_close_rel(x, y, 1e-5)
         # each query alone, and in a different batch composition, gives the same result
         for i in range(S_q):
             q_one = head.forward_with_anchors(queries[:, i:i + 1], anchors, 4)
-            _close(q_one[-1][:, 0], q_all[-1][:, i], 1e-5)
+            assert_close_rel(q_one[-1][:, 0], q_all[-1][:, i], 1e-5)
         q_pair = head.forward_with_anchors(queries[:, [3, 1]], anchors, 4)
-        _close(q_pair[-1], q_all[-1][:, [3, 1]], 1e-5)
+        assert_close_rel(q_pair[-1], q_all[-1][:, [3, 1]], 1e-5)
         # equals the reference with the mask; and the mask matters (vs. unmasked attention)
         ref = _reference_camera_head(head, torch.cat([anchors, queries], 1), 4,
                                      mask=anchor_query_mask(S_a, S_q))
-        _close(q_all[-1], ref[-1][:, S_a:], 1e-5)
+        assert_close_rel(q_all[-1], ref[-1][:, S_a:], 1e-5)
         unmasked = head.forward_camera_tokens(torch.cat([anchors, queries], 1), 4)
         assert (unmasked[-1][:, S_a:] - q_all[-1]).abs().max() > 1e-4
         # the query result depends on the anchors
@@ -322,7 +315,7 @@ def test_track_head_shapes_and_query_frame_fixed():
         fmaps = head.feature_extractor(tokens, torch.rand(B, S, 3, H, W), 5)
     assert fmaps.shape == (B, S, 16, H // 2, W // 2)
     assert len(tracks) == 4 and all(t.shape == (B, S, N, 2) for t in tracks)
-    _close(tracks[-1][:, 0], q)  # frame 0 is reset to the query (in input pixels)
+    assert_close_rel(tracks[-1][:, 0], q)  # frame 0 is reset to the query (in input pixels)
     assert not torch.allclose(tracks[-1][:, 1], q)
     assert vis.shape == (B, S, N) and conf.shape == (B, S, N)
     assert ((vis > 0) & (vis < 1)).all() and ((conf > 0) & (conf < 1)).all()
@@ -336,7 +329,7 @@ def test_track_sampling_and_embeddings_against_formulas():
     got = sample_at_points(fmap, pts)
     # bilinear by hand (align-corners pixel convention): value(x, y) = c*12 + 4y + x, linear in x, y
     ref = torch.stack([torch.tensor([c * 12 + 4 * y + x for x, y in pts[0].tolist()]) for c in range(2)], -1)
-    _close(got[0], ref.to(got.dtype), 1e-5)
+    assert_close_rel(got[0], ref.to(got.dtype), 1e-5)
     e = sincos_grid_embedding(8, 2, 3)
     assert torch.allclose(e[0, :, 1, 2], torch.tensor([
         math.sin(2), math.sin(2 / 100), math.cos(2), math.cos(2 / 100),

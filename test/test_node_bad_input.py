@@ -13,7 +13,6 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from selfi_ros.ros.conversions import ns_to_stamp  # noqa: E402
 from selfi_ros_testing import (FAST_ENGINE_PARAMS, NodeProcess, RosClient, diag_values, free_domain_id,  # noqa: E402
                                image_pair)
 

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("rclpy")
 import cv2  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from selfi_ros.engine.types import PoseEstimate  # noqa: E402
 from selfi_ros.ros import conversions as cv  # noqa: E402

@@ -2,26 +2,18 @@
 import math
 
 import pytest
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.model.loading import build_model
 from selfi_ros.model.scene_memory import anchor_pass, query_pass, run_anchor_pass
+from selfi_ros_testing import assert_close_rel
 
 torch.set_num_threads(1)
 H, W = 28, 42
 
 
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 def _model(sail=True, seed=0):
     torch.manual_seed(seed)
@@ -118,15 +110,15 @@ def test_query_pass_all_tokens_equals_masked_reference(sail):
     res = query_pass(m, mem, queries, batch_size=2)
     kv = m.aggregator.global_reloc_blocks if sail else m.aggregator.global_blocks
     enc, depth, dconf, outs = _reference(m, anchors, queries, kv, "reloc" if sail else "other")
-    _close(res.pose_enc, enc, 1e-4)
-    _close(res.depth, depth, 1e-4)
-    _close(res.depth_conf, dconf, 1e-4)
+    assert_close_rel(res.pose_enc, enc, 1e-4)
+    assert_close_rel(res.depth, depth, 1e-4)
+    assert_close_rel(res.depth_conf, dconf, 1e-4)
     # anchors: plain VGGT forward over the anchors alone
     with torch.no_grad():
         plain = m(anchors)
-    _close(aout.pose_enc, plain.pose_enc)
-    _close(aout.depth, plain.depth)
-    _close(mem.anchor_camera_tokens, outs[-1][:3, 0], 1e-4)
+    assert_close_rel(aout.pose_enc, plain.pose_enc)
+    assert_close_rel(aout.depth, plain.depth)
+    assert_close_rel(mem.anchor_camera_tokens, outs[-1][:3, 0], 1e-4)
 
 
 def test_query_results_independent_of_batching():
@@ -136,9 +128,9 @@ def test_query_results_independent_of_batching():
     r1 = query_pass(m, mem, q, batch_size=1)
     r5 = query_pass(m, mem, q, batch_size=5)
     r2 = query_pass(m, mem, q[3:4], batch_size=1)
-    _close(r1.pose_enc, r5.pose_enc)
-    _close(r1.points, r5.points)
-    _close(r1.extrinsics[3:4], r2.extrinsics)
+    assert_close_rel(r1.pose_enc, r5.pose_enc)
+    assert_close_rel(r1.points, r5.points)
+    assert_close_rel(r1.extrinsics[3:4], r2.extrinsics)
     assert r5.extrinsics.shape == (5, 3, 4) and r5.intrinsics.shape == (5, 3, 3)
     assert r5.depth.shape == (5, H, W) and r5.points.shape == (5, H, W, 3)
 

@@ -14,16 +14,9 @@ from selfi_ros.backends.memory_store import SceneMemoryStore, load_scene_memory,
 from selfi_ros.backends.vggt import VGGTBackend
 from selfi_ros.engine.engine import Engine, EngineConfig
 from selfi_ros.engine.types import Frame
+from selfi_ros_testing import assert_close_rel
 
 torch.set_num_threads(1)
-
-def _close(actual, expected, rel=1e-5, atol_rel=None):
-    """fp32 results: tolerance relative to the reference (rtol ``rel``, atol ``atol_rel`` (default ``rel``)
-    times max|reference|), since other x86-64 CPUs differ in the last bits."""
-    e = torch.as_tensor(np.asarray(expected) if not isinstance(expected, torch.Tensor) else expected)
-    a = torch.as_tensor(np.asarray(actual) if not isinstance(actual, torch.Tensor) else actual).to(e.dtype)
-    scale = float(e.abs().max()) if e.numel() else 0.0
-    torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 WIDTH = 56
 
@@ -109,8 +102,8 @@ def test_store_bounded_and_relocalizes_like_ram(tmp_path):
     assert 0 < b.store.nbytes <= 2.2 * b.memory_bytes
     for w in (2, 3):  # stored windows relocalize exactly as before (same K/V, same query pass)
         r = b.localize_in_window(probe, w)[0]
-        _close(r.extrinsics, expected[w], 1e-6)
-    _close(b.localize_in_window(probe, 4)[0].extrinsics, expected[4], 1e-6)  # current
+        assert_close_rel(r.extrinsics, expected[w], 1e-6)
+    assert_close_rel(b.localize_in_window(probe, 4)[0].extrinsics, expected[4], 1e-6)  # current
     assert not np.allclose(expected[2], expected[3], atol=1e-4)  # different windows give different answers
     with pytest.raises(BackendError, match="not in the scene-memory store"):
         b.localize_in_window(probe, 0)
