@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from selfi_ros.engine.backend import BackendBase
 from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -36,7 +37,7 @@ def assert_close_rel(actual, expected, rel=1e-5, atol_rel=None):
     torch.testing.assert_close(a, e, rtol=rel, atol=(rel if atol_rel is None else atol_rel) * scale)
 
 
-class LineBackend:
+class LineBackend(BackendBase):
     """Backend with a known answer: the camera translates along +x at ``LINE_SPEED`` m/s of stamp time
     (no rotation) in front of a wall at ``WALL_DEPTH`` m; windows live in the first anchor's frame (the
     VGGT convention) at metric scale, so after chaining the map frame is the first anchor's camera frame.

@@ -70,7 +70,8 @@ def _keys_cubic(t, a=-0.5):
 
 
 def _aa_matrix(n_in, n_out):
-    """Separable antialiased bicubic resize matrix (facts file §2)."""
+    """Separable antialiased bicubic resize matrix (PyTorch ``F.interpolate(mode="bicubic", antialias=True)``, as
+    DINOv2's ``interpolate_pos_encoding`` in facebookresearch/dinov2 uses it)."""
     M = np.zeros((n_out, n_in))
     scale = n_in / n_out
     f = max(scale, 1.0)
@@ -294,7 +295,8 @@ def test_rope_cache_not_stale():
 
 
 def test_cpu_bf16_autocast_keeps_fp32_residual_stream_and_heads():
-    """Facts file §9: under autocast the residual stream (and so every O_i) stays fp32; heads run in fp32."""
+    """Under autocast the residual stream (and so every O_i) stays fp32 and the heads run in fp32, as in the
+    official facebookresearch/vggt ``VGGT.forward`` (its heads run with autocast disabled)."""
     m = _vggt()
     x = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():

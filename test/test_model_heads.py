@@ -191,7 +191,8 @@ def _tiny_camera_head(seed=0):
 
 
 def _reference_camera_head(head, cam_tokens, iters, mask=None):
-    """Independent functional version of facts file §4 using explicit attention."""
+    """Independent functional version of the camera head (VGGT paper Sec. 3.3; facebookresearch/vggt
+    ``vggt/heads/camera_head.py`` ``CameraHead.trunk_fn``) using explicit attention."""
     F = torch.nn.functional
     C = cam_tokens.shape[-1]
     t = F.layer_norm(cam_tokens, (C,), head.token_norm.weight, head.token_norm.bias, 1e-5)

@@ -104,6 +104,11 @@ class Engine(ig.WindowIntegration):
     """
 
     def __init__(self, backend: Backend, config: Optional[EngineConfig] = None) -> None:
+        if not isinstance(backend, Backend):
+            missing = [m for m in ("name", "random_weights", "reconstruct_window", "localize", "reset", "status",
+                                   "set_idle", "close") if not hasattr(backend, m)]
+            raise TypeError(f"{type(backend).__name__} is not a Backend: missing {', '.join(missing)} "
+                            "(derive from selfi_ros.engine.backend.BackendBase for the optional members)")
         self.backend = backend
         self.config = config if config is not None else EngineConfig()
         c = self.config
@@ -138,8 +143,8 @@ class Engine(ig.WindowIntegration):
             self._last_stamp: Optional[int] = None
             self._consecutive_failures = 0
             self._metric_scale = None  # latest valid ScaleEstimate
-            self._status = EngineStatus(backend=getattr(self.backend, "name", ""),
-                                        random_weights=bool(getattr(self.backend, "random_weights", False)),
+            self._status = EngineStatus(backend=str(self.backend.name),
+                                        random_weights=bool(self.backend.random_weights),
                                         map_voxel_size=c.voxel_size)
             try:
                 self.backend.reset()
@@ -164,9 +169,7 @@ class Engine(ig.WindowIntegration):
     def set_idle(self, idle: bool) -> None:
         """Tell the backend whether the caller is idle (no frames waiting): ``backend.set_idle(idle)``, which
         runs background work (online adapter training) only while idle. Does not take the engine lock."""
-        fn = getattr(self.backend, "set_idle", None)  # plug-in backends need not derive from BackendBase
-        if fn is not None:
-            fn(bool(idle))
+        self.backend.set_idle(bool(idle))
 
     def process_frame(self, frame: Frame, under_load: bool = False) -> EngineOutput:
         """Feed one frame (time order): :meth:`process_frames` with a batch of one."""
@@ -365,7 +368,7 @@ class Engine(ig.WindowIntegration):
     def _store_pose(self, frame: Frame, T_map_cam: np.ndarray, K, conf: float, kind: PoseKind) -> PoseEstimate:
         """Store a pose (map units) in the trajectory; returns the stored pose."""
         p = PoseEstimate(frame.stamp_ns, T_map_cam, None if K is None else np.asarray(K, np.float64), float(conf),
-                         self._window_id, kind, getattr(self.backend, "name", ""), False, frame.index,
+                         self._window_id, kind, self.backend.name, False, frame.index,
                          frame.width, frame.height, frame.source)
         self.traj.add(p)
         self._status.poses += 1
@@ -423,7 +426,8 @@ class Engine(ig.WindowIntegration):
                     np.isfinite(np.asarray(r.extrinsics, dtype=np.float64))):
                 st.localization_failures += 1
                 self._consecutive_failures += 1
-                st.last_error = f"localize frame {fr.index}: {getattr(r, 'reason', '')}"
+                st.last_error = f"localize frame {fr.index}: " + (r.reason if isinstance(r, LocalizationResult) else
+                                                                  f"not a LocalizationResult ({type(r).__name__})")
                 poses.append(None)
             else:
                 self._consecutive_failures = 0
@@ -448,10 +452,8 @@ class Engine(ig.WindowIntegration):
             return replace(st)  # a copy (scalar fields only)
 
     def backend_status(self) -> BackendStatus:
-        """The backend's counters (``backend.status()``; ``BackendStatus()`` for a plug-in backend without
-        ``status``). Does not take the engine lock."""
-        fn = getattr(self.backend, "status", None)  # plug-in backends need not derive from BackendBase
-        return fn() if fn is not None else BackendStatus()
+        """The backend's counters (``backend.status()``). Does not take the engine lock."""
+        return self.backend.status()
 
     def memory_bytes(self) -> int:
         """Bytes held by the engine's buffers (keyframe and held images, map, anchor records, trajectory) plus

@@ -18,7 +18,7 @@ import numpy as np
 
 from selfi_ros.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from selfi_ros.geometry.se3 import invert_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
-from selfi_ros.engine.types import PoseEstimate
+from selfi_ros.engine.types import PoseEstimate, PoseKind
 
 
 def ply_bytes(points: np.ndarray, colors: Optional[np.ndarray] = None, comments: Sequence[str] = ()) -> bytes:
@@ -134,12 +134,12 @@ def cameras_entries(poses: Sequence[PoseEstimate]) -> list[dict]:
             "stamp_ns": int(p.stamp_ns),
             "timestamp": int(p.stamp_ns) * 1e-9,
             "frame_index": int(p.frame_index),
-            "image": getattr(p, "source", "") or int(p.frame_index),
+            "image": p.source or int(p.frame_index),
             "extrinsics": E.tolist(),
             "intrinsics": None if p.K is None else np.asarray(p.K, float).tolist(),
-            "width": int(getattr(p, "width", 0)),
-            "height": int(getattr(p, "height", 0)),
-            "kind": getattr(p.kind, "value", str(p.kind)),
+            "width": int(p.width),
+            "height": int(p.height),
+            "kind": PoseKind(p.kind).value,
             "window_id": int(p.window_id),
             "confidence": float(p.confidence),
             "metric": bool(p.metric),
