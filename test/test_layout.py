@@ -120,3 +120,14 @@ def test_no_stale_module_paths():
     for old in ("engine/backends", "demo.py", "reconstruct.py", "evaluation.py", "ros/online_hook.py"):
         assert not (ROOT / old).exists(), old
     assert sys.modules.get("selfi_ros.engine.backends") is None
+
+
+def test_every_package_folder_is_installed():
+    """Each folder of selfi_ros/ is a regular package that ``pip install .`` (setuptools.find_packages, as
+    setup.py uses it) and colcon install; a folder without __init__.py works from the checkout only."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT.parent), include=["selfi_ros", "selfi_ros.*"]))
+    folders = {".".join(("selfi_ros",) + p.relative_to(ROOT).parts) if p != ROOT else "selfi_ros"
+               for p in [ROOT, *ROOT.rglob("*")] if p.is_dir() and any(p.glob("*.py"))}
+    assert folders <= found, f"not installed (no __init__.py): {sorted(folders - found)}"
