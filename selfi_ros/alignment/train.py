@@ -15,7 +15,6 @@ then meaningless (plumbing only) and the saved adapter says so in its metadata (
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from selfi_ros.atomic import torch_save
 from selfi_ros.alignment.adapter import FeatureAdapter
 from selfi_ros.alignment.loss import PCK_THRESHOLDS_PX, MatchMetrics, correspondence_loss
 from selfi_ros.alignment.pseudo_gt import pseudo_gt_correspondences, sample_query_pixels
-from selfi_ros.model.vggt import autocast_context, autocast_dtype
+from selfi_ros.model.vggt import autocast_context, autocast_dtype, autocast_off
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +183,7 @@ class AdapterTrainer:
         x = clip.images.to(self.device).unsqueeze(0)
         with self._autocast():
             feats = self.adapter(tokens, x, psi)
-        with torch.autocast(self.device.type, enabled=False) if self.device.type in ("cuda", "cpu") \
-                else contextlib.nullcontext():
+        with autocast_off(self.device.type):
             loss, metrics = correspondence_loss(feats.float(), corr, src, temperature=self.temperature,
                                                 chunk=self.chunk, with_metrics=with_metrics)
         return loss, metrics, corr

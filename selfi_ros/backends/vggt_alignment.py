@@ -27,7 +27,6 @@ tokens as the SAIL-Recon passes (token hooks of :func:`selfi_ros.model.scene_mem
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from selfi_ros.alignment.localizer import AnchorView, PnPResult, check_pose, loc
 from selfi_ros.alignment.matching import match_features
 from selfi_ros.backends.config import VGGTBackendConfig
 from selfi_ros.engine.types import LocalizationResult
+from selfi_ros.model.vggt import autocast_off
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +344,7 @@ def adapter_features(adapter, tokens: List[Optional[torch.Tensor]], images5: tor
     and images (B, S, 3, H, W); only the adapter's layers are converted to float32, autocast off."""
     need = set(adapter.cfg.layers)
     toks = [t.float() if (t is not None and i in need) else None for i, t in enumerate(tokens)]
-    dev = images5.device.type
-    with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
+    with autocast_off(images5.device.type):
         f = adapter(toks, images5.float(), psi)
     return f.reshape(-1, *f.shape[2:])
 

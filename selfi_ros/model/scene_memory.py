@@ -31,7 +31,6 @@ depend on how queries are batched. Outputs are in the first anchor's camera fram
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple, Union
 
@@ -39,7 +38,8 @@ import torch
 
 from selfi_ros.model.aggregator import validate_images
 from selfi_ros.model.errors import oom_guard
-from selfi_ros.model.vggt import AutocastSpec, autocast_context, pose_encoding_to_cameras, resolve_autocast
+from selfi_ros.model.vggt import (AutocastSpec, autocast_context, autocast_off, pose_encoding_to_cameras,
+                                  resolve_autocast)
 
 TokensSpec = Union[str, int]
 #: ``token_hook(tokens, images, patch_start_idx) -> Tensor``: called on the aggregator outputs of a pass (list
@@ -262,8 +262,7 @@ def query_heads(model, memory: SceneMemory, outputs: List[Optional[torch.Tensor]
                 patch_start_idx: int, with_depth: bool = True, with_points: bool = True) -> QueryResult:
     """Run camera (with anchors), depth and point heads in fp32 on :func:`query_aggregate` outputs."""
     n, _, H, W = images.shape
-    dev = images.device.type
-    with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
+    with autocast_off(images.device.type):
         tok32 = [t.float() if t is not None else None for t in outputs]
         q_cam = tok32[-1][:, 0, 0]  # (n, 2C)
         anchors = memory.anchor_camera_tokens.to(images.device).float()

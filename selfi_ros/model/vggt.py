@@ -14,7 +14,8 @@ Numerics (as the official ``VGGT.forward`` and its README inference example): th
 the caller's autocast; camera/depth/point heads run with autocast disabled on fp32 tokens; the track head
 runs under the caller's autocast. :meth:`VGGT.infer` wraps a call in ``torch.inference_mode`` and CUDA
 autocast (:func:`autocast_dtype`: bf16 on compute capability >= 8, else fp16). Every autocast dtype choice
-of the project goes through :func:`autocast_dtype` / :func:`resolve_autocast`.
+of the project goes through :func:`autocast_dtype` / :func:`resolve_autocast`, every fp32 part under a
+caller's autocast through :func:`autocast_off`.
 """
 from __future__ import annotations
 
@@ -66,6 +67,15 @@ def resolve_autocast(spec: AutocastSpec, device) -> Optional[torch.dtype]:
 def autocast_context(dtype: Optional[torch.dtype]):
     """``torch.autocast("cuda", dtype)`` for a dtype from :func:`resolve_autocast`, a null context for None."""
     return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def autocast_off(device_type: str):
+    """A context with autocast disabled on ``device_type`` ("cuda" / "cpu"; a null context for other device
+    types, which have no autocast), for the fp32 parts under a caller's autocast (the official
+    ``VGGT.forward`` runs its heads this way)."""
+    if device_type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def pose_encoding_to_cameras(pose_enc: torch.Tensor, image_size_hw: Tuple[int, int]
@@ -248,8 +258,7 @@ class VGGT(nn.Module):
             :class:`VGGTOutput` with pose_enc(_list), depth(+conf), world_points(+conf) filled.
         """
         out = VGGTOutput(images=images, random_weights=bool(self.random_weights))
-        dev = images.device.type
-        with torch.autocast(device_type=dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
+        with autocast_off(images.device.type):
             tok32 = [t.float() if t is not None else None for t in tokens]
             img32 = images.float()
             if self.camera_head is not None:
