@@ -45,7 +45,6 @@ from selfi_ros.ros.outputs import NodeOutputs
 from selfi_ros.ros.params import declare_parameters, make_backend_from_config
 from selfi_ros.ros.services import WorkerCommands, create_services
 
-_ThinningQueue = ThinningQueue  # former name
 __all__ = ["SelfiNode", "main", "node_command", "ensure_localhost_discovery", "make_backend_from_config"]
 
 RANDOM_WEIGHTS_BANNER = (
@@ -258,10 +257,6 @@ class SelfiNode:
         """The camera frame of the outputs: ``camera_frame``, else the first image's header frame."""
         return self.cfg.camera_frame or self.input.camera_frame or "camera"
 
-    def T_base_camera(self):
-        """``T_base_cam`` (4x4) from /tf_static, chained through intermediate frames, or None."""
-        return self.outputs.T_base_camera(self.camera_frame)
-
     # ----------------------------------------------------------------------------------- worker
     def _work(self) -> None:
         last_map_check = time.monotonic()
@@ -352,11 +347,6 @@ class SelfiNode:
             self._publish_status()
 
     # ----------------------------------------------------------------------------------- status
-    def status_values(self) -> dict:
-        """Everything ``~/status`` carries, as a dict (derived in :func:`selfi_ros.ros.status.status_values`)."""
-        es, bs, nc = self._snapshot()
-        return st.status_values(es, bs, nc)
-
     def _snapshot(self) -> tuple[EngineStatus, BackendStatus, st.NodeCounters]:
         with self._lock:
             c = self.counters
@@ -409,7 +399,7 @@ class SelfiNode:
         """Stop the worker and destroy the node."""
         self._stop.set()
         self._worker.join(timeout=5.0)
-        if hasattr(self.engine.backend, "close"):  # plug-in backends need not derive from BackendBase
+        if hasattr(self.engine.backend, "close"):  # an Engine's backend has it; a stand-in engine's may not
             self.engine.backend.close()  # stops the backend's background work (online adapter training)
         self.node.destroy_node()
 
