@@ -119,3 +119,19 @@ def test_policy_defaults_are_the_engine_config():
     frames, scene = make_box_room_sequence(2)
     q = Engine(OracleBackend(scene), cfg).policy
     assert (q.window_size, q.overlap, q.max_keyframes, q.min_confidence, q.min_overlap) == (7, 3, 9, 0.6, 0.2)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(window_size=4, overlap=1, max_keyframes=2, min_new_keyframes=4),
+                                dict(min_new_keyframes=5)])
+def test_may_trigger_is_trigger_for_the_worst_localization(kw):
+    """may_trigger(n) is False exactly when no localization (NaN confidence = a failed one, the worst) can
+    make trigger(n, ...) start a window: the engine defers such keyframes into the batch's localize call."""
+    p = WindowPolicy(**kw)
+    seen = set()
+    for n in range(0, 3 * p.max_keyframes):
+        worst = p.trigger(n, float("nan"), 0.0).new_window
+        assert p.may_trigger(n) == worst, (n, kw)
+        if not worst:
+            assert not p.trigger(n, 1.0, 1.0).new_window and not p.trigger(n, 0.0, 0.0).new_window
+        seen.add(worst)
+    assert seen == {False, True}

@@ -255,21 +255,18 @@ class Engine(ig.WindowIntegration):
             return self._first_window_step(frame, kf, out)
         if kf is None and not c.localize_non_keyframes:
             return out
-        n_candidates = len(self.keyframes.since(self._cutoff_ns))
-        p = self.policy
-        if kf is None or (not self.recovery.recovering and n_candidates < min(p.min_new_keyframes,
-                                                                              p.max_keyframes)):
-            # cannot trigger a window (WindowPolicy.trigger is False whatever the localization): deferred
-            outs[i] = out
-            pending.append((i, frame, kf))
-            return out
         outs[i] = out
         pending.append((i, frame, kf))
+        if kf is None:
+            return out  # deferred
+        candidates = self.keyframes.since(self._cutoff_ns)
+        if not (self.recovery.recovering or self.policy.may_trigger(len(candidates))):
+            return out  # cannot trigger a window whatever its localization: deferred
         try:
             pose, conf, coverage = self._localize_pending(pending, outs, event=True)
         finally:
             pending.clear()
-        self._window_event(frame, kf, pose, conf, coverage, out)
+        self._window_event(frame, candidates, pose, conf, coverage, out)
         return out
 
     def _first_window_step(self, frame: Frame, kf: Optional[Keyframe], out: EngineOutput) -> EngineOutput:
@@ -338,11 +335,11 @@ class Engine(ig.WindowIntegration):
         self._scale_sample(kf)
         return pose.confidence, coverage
 
-    def _window_event(self, frame: Frame, kf: Keyframe, pose: Optional[PoseEstimate], conf: float,
+    def _window_event(self, frame: Frame, candidates: list[Keyframe], pose: Optional[PoseEstimate], conf: float,
                       coverage: float, out: EngineOutput) -> None:
-        """After a keyframe's localization: a window attempt when the policy (or a pending recovery) asks,
-        then the keyframe's own pose into ``out`` (its anchor pose when it became an anchor)."""
-        candidates = self.keyframes.since(self._cutoff_ns)
+        """After a keyframe's localization: a window attempt from ``candidates`` (the keyframes since the
+        current window, this one last) when the policy (or a pending recovery) asks, then the keyframe's own
+        pose into ``out`` (its anchor pose when it became an anchor)."""
         if self.recovery.recovering:  # a window failed: try the next fallback at every keyframe
             want, reason = True, "recovery"
         else:

@@ -92,6 +92,11 @@ class WindowPolicy:
         return cls(config.window_size, config.window_overlap, config.window_max_keyframes,
                    config.min_localization_confidence, config.window_min_anchor_coverage)
 
+    def may_trigger(self, new_keyframes: int) -> bool:
+        """False when :meth:`trigger` is False whatever the last localization: fewer than both
+        ``min_new_keyframes`` and ``max_keyframes`` keyframes localized against the current window."""
+        return new_keyframes >= min(self.min_new_keyframes, self.max_keyframes)
+
     def trigger(self, new_keyframes: int, last_confidence: float, last_overlap: float) -> WindowTrigger:
         """Rule for a new window after a keyframe was localized.
 
@@ -102,7 +107,7 @@ class WindowPolicy:
         """
         if new_keyframes >= self.max_keyframes:
             return WindowTrigger(True, "max_keyframes")
-        if new_keyframes < self.min_new_keyframes:
+        if not self.may_trigger(new_keyframes):
             return WindowTrigger(False)
         if not (last_confidence >= self.min_confidence):  # also NaN
             return WindowTrigger(True, "low_confidence")
