@@ -315,8 +315,7 @@ class Engine(ig.WindowIntegration):
                 return out_pose, conf, coverage
             out = outs[i]
             if out_pose is not None:
-                out.poses.append(out_pose)
-            out.poses.sort(key=lambda p: p.stamp_ns)
+                out.poses.append(out_pose)  # its only pose: a deferred frame starts no window
             out.metric = self.metric
         return None, nan, nan
 
