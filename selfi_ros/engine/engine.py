@@ -54,7 +54,6 @@ from selfi_ros.engine import io as eio
 from selfi_ros.engine.backend import Backend, BackendError
 from selfi_ros.engine.chaining import ChainingError
 from selfi_ros.engine.config import EngineConfig
-from selfi_ros.engine.integration import window_point_maps  # noqa: F401  (re-exported)
 from selfi_ros.engine.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector
 from selfi_ros.engine.map import PointMap, TrajectoryStore
 from selfi_ros.engine.recovery import WindowRecovery
@@ -63,7 +62,7 @@ from selfi_ros.engine.status import BackendStatus, EngineStatus
 from selfi_ros.engine.types import Frame, LocalizationResult, OdometrySample, PoseEstimate, PoseKind, WindowReconstruction
 from selfi_ros.engine.windows import WindowPolicy, anchor_coverage
 
-__all__ = ["Engine", "EngineConfig", "EngineOutput", "window_point_maps"]
+__all__ = ["Engine", "EngineConfig", "EngineOutput"]
 
 log = logging.getLogger("selfi_ros.engine")
 
