@@ -6,7 +6,8 @@ so a reader (or a crash) never sees a half-written file.
   quaternion x y z w), readable by evo.
 - ``cameras.json``: per frame: stamp, image (file name or index), extrinsics camera-from-world 3x4 (world =
   map), intrinsics 3x3, width, height, kind, window, confidence.
-- ``metadata.json``: whatever the caller passes (backend, scale, metric flag, counters...).
+- ``metadata.json``: backend, random-weights warning, units and scale, frame convention, the engine's status
+  counters and configuration (:func:`save_outputs`).
 """
 from __future__ import annotations
 
@@ -83,20 +84,23 @@ def tum_lines(stamps_ns: Iterable[int], T_map_cam: Iterable[np.ndarray]) -> list
     return lines
 
 
+def _tum_text(stamps_ns: Iterable[int], T_map_cam: Iterable[np.ndarray], comments: Sequence[str]) -> str:
+    """Optional ``# comment`` lines (skipped by :func:`read_tum` and evo), then :func:`tum_lines`."""
+    lines = ["# " + " ".join(str(c).split()) for c in comments] + tum_lines(stamps_ns, T_map_cam)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def tum_text(poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
     """TUM text of ``poses`` (see :func:`tum_lines`) after optional ``# comment`` lines (skipped by
     :func:`read_tum` and evo)."""
     poses = list(poses)
-    lines = ["# " + " ".join(str(c).split()) for c in comments]
-    lines += tum_lines((p.stamp_ns for p in poses), (p.T_map_cam for p in poses))
-    return "\n".join(lines) + ("\n" if lines else "")
+    return _tum_text((p.stamp_ns for p in poses), (p.T_map_cam for p in poses), comments)
 
 
 def write_tum_matrices(path: str, stamps_ns: Sequence[int], T_map_cam: Sequence[np.ndarray],
                        comments: Sequence[str] = ()) -> str:
     """Atomic TUM trajectory from stamps (ns) and camera-to-map matrices (see :func:`tum_lines`)."""
-    lines = ["# " + " ".join(str(c).split()) for c in comments] + tum_lines(stamps_ns, T_map_cam)
-    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return atomic_write_text(path, _tum_text(stamps_ns, T_map_cam, comments))
 
 
 def write_tum(path: str, poses: Iterable[PoseEstimate], comments: Sequence[str] = ()) -> str:
