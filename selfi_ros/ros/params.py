@@ -319,8 +319,6 @@ def make_backend_from_config(cfg: NodeConfig, backend_config=None):
         return vars(importlib.import_module(mod))[cls]()
     from selfi_ros.backends import make_backend
 
-    if backend_config is None:
-        return make_backend(cfg.backend)
     return make_backend(cfg.backend, config=backend_config)
 
 
