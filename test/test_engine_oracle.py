@@ -208,7 +208,8 @@ def test_process_frames_localizes_a_batch_in_one_call(seq):
     """A batch of N non-keyframes is one localize call of N frames, with the poses of N single calls; a
     mixed batch gives the same outputs as frame-by-frame calls with fewer localize calls."""
     frames, scene = seq
-    cfg = EngineConfig(**{**CFG, "keyframe_max_interval_s": 1.0, "window_size": 3, "window_overlap": 1})
+    cfg = EngineConfig(**{**CFG, "keyframe_max_interval_s": 1.0, "window_size": 3, "window_overlap": 1,
+                          "skip_stale_non_keyframes": False})  # localize every frame, stale or not
     single, batched = CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005), \
         CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005)
     e1, e2 = Engine(single, cfg), Engine(batched, cfg)
@@ -242,6 +243,30 @@ def test_process_frames_localizes_a_batch_in_one_call(seq):
             np.testing.assert_allclose(p2.T_map_cam, p1.T_map_cam, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.stack([p.T_map_cam for p in e2.trajectory()]),
                                np.stack([p.T_map_cam for p in e1.trajectory()]), rtol=1e-9, atol=1e-12)
+
+
+def test_process_frames_skips_stale_non_keyframes_like_single_calls_under_load(seq):
+    """With skip_stale_non_keyframes (default) a batch behaves as frame-by-frame calls with under_load set
+    while newer frames wait: older non-keyframes skipped (counted), keyframes processed, the newest localized."""
+    frames, scene = seq
+    cfg = EngineConfig(**{**CFG, "keyframe_max_interval_s": 1.0, "window_size": 3, "window_overlap": 1})
+    single, batched = CallSizes(scene, downsample=2, seed=4), CallSizes(scene, downsample=2, seed=4)
+    e1, e2 = Engine(single, cfg), Engine(batched, cfg)
+    for f in frames[:21]:
+        e1.process_frame(f)
+    e2.process_frames(frames[:21])
+    batch = frames[21:35]  # non-keyframes 21..29, keyframe 30, non-keyframes 31..34
+    outs1 = [e1.process_frame(f, under_load=k < len(batch) - 1) for k, f in enumerate(batch)]
+    skipped = e2.status().frames_skipped
+    outs2 = e2.process_frames(batch)
+    assert e2.status().frames_skipped - skipped == len(batch) - 2 == sum(not o.is_keyframe and not o.poses
+                                                                           for o in outs2)
+    assert outs2[9].is_keyframe and outs2[9].poses and outs2[-1].poses
+    for o1, o2 in zip(outs1, outs2):
+        assert o1.is_keyframe == o2.is_keyframe
+        assert [p.stamp_ns for p in o1.poses] == [p.stamp_ns for p in o2.poses]
+        for p1, p2 in zip(o1.poses, o2.poses):
+            np.testing.assert_allclose(p2.T_map_cam, p1.T_map_cam, rtol=1e-9, atol=1e-12)
 
 
 def test_memory_backend_status_and_idle(seq):

@@ -24,8 +24,8 @@ windows chained by Sim(3)):
    (:mod:`selfi_ros.engine.integration`), and becomes current. A failed window leaves the current one in
    use and the next keyframes try fallbacks (:mod:`selfi_ros.engine.recovery`), last a new map segment
    (a discontinuity, counted in ``EngineStatus.map_segments``).
-   With ``under_load`` (the caller has newer frames waiting), non-keyframes are not localized (counted),
-   so a slow backend keeps up with the newest frames and every keyframe.
+   A stale frame (newer frames wait: the batch's earlier frames, or all with ``under_load``) that is not a
+   keyframe is not localized (counted), so a slow backend keeps up with the newest frames and every keyframe.
 5. With odometry, the metric scale (metres per map unit) is estimated; once valid, outputs are metric
    (latched: they never fall back to map units; the latest valid estimate is used). Everything stored
    (keyframe poses, trajectory, map) stays in map units; an output is multiplied by the scale once, when
@@ -184,12 +184,15 @@ class Engine(ig.WindowIntegration):
 
         Args:
             frames: the frames, stamps strictly increasing (also across calls).
-            under_load: the caller has newer frames waiting (e.g. the node's queue is not empty). Keyframe
-                selection still runs (cheap optical flow) and keyframes are fully processed, but a frame
-                that is not a keyframe is neither localized nor held: no pose, counted in
-                ``status().frames_skipped``. This keeps the newest frames and the keyframes flowing when
-                the backend is slower than the camera. Ignored when the config's
-                ``skip_stale_non_keyframes`` is False.
+            under_load: the caller has newer frames waiting beyond this batch (e.g. the node's queue is not
+                empty). A frame is *stale* when newer frames wait: every frame of the batch but the last,
+                and the last too with ``under_load``. With the config's ``skip_stale_non_keyframes`` (the
+                default) keyframe selection still runs on a stale frame (cheap optical flow) and keyframes
+                are fully processed, but a stale non-keyframe is neither localized nor held: no pose,
+                counted in ``status().frames_skipped``. This keeps the newest frame and every keyframe
+                flowing when the backend is slower than the camera, exactly as feeding the frames one by one
+                with ``under_load`` set while newer ones wait. With ``skip_stale_non_keyframes`` False every
+                frame is localized, the batch's in one ``localize`` call.
 
         Returns:
             One :class:`EngineOutput` per input frame, in order.
@@ -209,7 +212,8 @@ class Engine(ig.WindowIntegration):
                     continue
                 self._last_stamp = frame.stamp_ns
                 try:
-                    outs[i] = self._step(i, frame, bool(under_load), pending, outs)
+                    stale = bool(under_load) or i < len(frames) - 1  # newer frames wait
+                    outs[i] = self._step(i, frame, stale, pending, outs)
                 except Exception as e:  # noqa: BLE001 - never crash the caller's thread on bad data
                     outs[i] = self._fail(e, frame)
             try:
