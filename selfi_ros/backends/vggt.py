@@ -43,7 +43,7 @@ from selfi_ros.model.vggt import autocast_dtype
 from selfi_ros.engine.backend import BackendBase, BackendError
 from selfi_ros.engine.status import BackendStatus
 from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
-from selfi_ros.backends.config import VGGTBackendConfig, config_from_options
+from selfi_ros.backends.config import VGGTBackendConfig, with_options
 from selfi_ros.backends.memory_store import SceneMemoryStore
 from selfi_ros.backends.vggt_alignment import SelfiAlignment
 from selfi_ros.backends.vggt_preprocess import PreprocessCache
@@ -68,26 +68,15 @@ def _oom_message(e: BaseException, what: str, images: torch.Tensor) -> str:
     return str(ModelOutOfMemoryError(what, images.shape[0], images.shape[-2], images.shape[-1], e))
 
 
-def backend_config(config: Optional[VGGTBackendConfig] = None, **options) -> VGGTBackendConfig:
-    """``config`` (default: the defaults) with ``options`` (fields of :class:`VGGTBackendConfig`) applied,
-    cast and validated; an option given as None keeps its default / the config's value.
-
-    Raises:
-        BackendConfigError (a ValueError): unknown option, uncastable or invalid value.
-    """
-    merged = asdict(config) if config is not None else {}
-    merged.update({k: v for k, v in options.items() if v is not None})
-    return config_from_options(VGGTBackendConfig, merged)
-
-
 class VGGTBackend(BackendBase):
     """Backend on VGGT / SAIL-Recon. Implements :class:`~selfi_ros.engine.backend.Backend`.
 
     Args:
         config: a :class:`~selfi_ros.backends.config.VGGTBackendConfig` (default: its defaults).
-        **options: fields of :class:`VGGTBackendConfig` overriding ``config`` (cast and validated; units and
-            meanings are documented there). In short: ``checkpoint`` (a .pt / .safetensors file, folder or
-            Hugging Face repo id such as ``HKUST-SAIL/SAIL-Recon``; "" = none, then only with
+        **options: fields of :class:`VGGTBackendConfig` overriding ``config`` (cast and validated; an option
+            given as None keeps the config's value; units and meanings are documented there). In short:
+            ``checkpoint`` (a .pt / .safetensors file, folder or Hugging Face repo id such as
+            ``HKUST-SAIL/SAIL-Recon``; "" = none, then only with
             ``allow_random_weights``), ``device`` ("auto" = CUDA when available, "cpu" = the CPU even when
             CUDA is present, "cuda", "cuda:N"), ``dtype`` (auto / fp32 / bf16 / fp16 autocast on CUDA),
             ``tokens_per_anchor`` (0 = all, exact; SAIL-Recon uses 300), ``memory_device`` ("" = the model's
@@ -95,19 +84,20 @@ class VGGTBackend(BackendBase):
             ``memory_store_dir`` ("" = off; evicted windows are written there for :meth:`localize_in_window`;
             emptied when the backend is built and on :meth:`reset`).
     Raises:
-        BackendConfigError (ValueError): bad options. WeightsNotFoundError: no weights and no
-        ``allow_random_weights``. ValueError: an adapter that does not fit the backbone.
+        BackendConfigError (ValueError): bad options, or ``config`` not a VGGTBackendConfig.
+        WeightsNotFoundError: no weights and no ``allow_random_weights``. ValueError: an adapter that does
+        not fit the backbone.
 
     Memory: only the current window's scene memory is held in RAM; reconstructing a new window releases
     the previous one (after writing it to the store when one is configured), so RAM does not grow with the
-    length of the run. Preprocessed frames are cached (uint8) for at most 2 x the largest window + one
-    query batch (:class:`~selfi_ros.backends.vggt_preprocess.PreprocessCache`).
+    length of the run. Preprocessed frames are cached (uint8), at most max(16, 2 x the largest window) + one
+    query batch of them (:class:`~selfi_ros.backends.vggt_preprocess.PreprocessCache`).
     """
 
     name = "vggt"
 
     def __init__(self, config: Optional[VGGTBackendConfig] = None, **options):
-        cfg = backend_config(config, **options)
+        cfg = with_options(VGGTBackendConfig, config, **{k: v for k, v in options.items() if v is not None})
         self.config = cfg
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
