@@ -350,10 +350,7 @@ class VGGTBackend(BackendBase):
         for i, (f, m) in enumerate(zip(frames, metas)):
             extr = res.extrinsics[i].double().cpu().numpy()
             K = self._sanitize_K(res.intrinsics[i].double().cpu().numpy(), (H, W))
-            conf = _confidence(res.depth_conf[i] if res.depth_conf is not None else None)
-            depth = res.depth[i].float().cpu().numpy() if res.depth is not None else None
-            pts = res.points[i].float().cpu().numpy() if res.points is not None else None
-            Ks_net.append(K if np.all(np.isfinite(extr)) else None)
+            Ks_net.append(K)  # the pose check skips failed results
             if not np.all(np.isfinite(extr)):
                 out.append(LocalizationResult(f.stamp_ns, f.index, None, confidence=0.0,
                                               reason="non-finite extrinsics from the query pass"))
@@ -362,6 +359,9 @@ class VGGTBackend(BackendBase):
                 out.append(LocalizationResult(f.stamp_ns, f.index, None, confidence=0.0,
                                               reason="invalid predicted intrinsics (FoV <= 0)"))
                 continue
+            conf = _confidence(res.depth_conf[i] if res.depth_conf is not None else None)
+            depth = res.depth[i].float().cpu().numpy() if res.depth is not None else None
+            pts = res.points[i].float().cpu().numpy() if res.points is not None else None
             out.append(LocalizationResult(f.stamp_ns, f.index, extr, K=m.K_net_to_orig(K), confidence=conf,
                                           depth=depth, points=pts))
         if checking:
