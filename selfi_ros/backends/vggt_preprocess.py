@@ -45,11 +45,6 @@ class PreprocessCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the cached images (uint8)."""
-        return int(sum(t.numel() for t, _ in self._entries.values()))
-
     def clear(self) -> None:
         """Drop every entry (counters stay)."""
         self._entries.clear()
