@@ -243,20 +243,18 @@ class NodeParameters(NamedTuple):
     backend: Optional[Any]
 
 
-def backend_config_from_values(backend: str, values: dict[str, Any]):
-    """The config of backend ``backend`` from ``name -> value`` (its own options only; missing ones take
-    their defaults), or None when the backend has no config class.
+def _backend_config(backend: str, values: dict[str, Any]):
+    """The config of backend ``backend`` from ``name -> value`` (its own options only, already of their
+    parameter types as :func:`configs_from_values` makes them; missing ones take their defaults), or None
+    when the backend has no config class.
 
     Raises:
-        ValueError: a value of the wrong type or out of range, naming the parameter.
+        ValueError: a value out of range, naming the parameter.
     """
     cls = NODE_BACKEND_CONFIGS.get(backend)
     if cls is None:
         return None
     opts = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values}
-    defaults = cls()
-    for k, v in opts.items():
-        opts[k] = _coerce(v, getattr(defaults, k), k)
     try:
         return config_from_options(cls, opts)
     except BackendConfigError as e:
@@ -272,14 +270,15 @@ def configs_from_values(values: dict[str, Any]) -> NodeParameters:
         ValueError: unknown-typed or invalid value, naming the parameter.
     """
     kw: dict[str, dict] = {"engine": {}, "node": {}}
+    typed = {}  # every given parameter, of its type
     for s in parameter_specs():
         if s.name in values:
-            v = _coerce(values[s.name], s.default, s.name)
+            typed[s.name] = v = _coerce(values[s.name], s.default, s.name)
             if s.group in kw:
                 kw[s.group][s.name] = v
     node = validate_node_config(NodeConfig(**kw["node"]))
     engine = validate_engine_config(EngineConfig(**kw["engine"]))
-    backend = backend_config_from_values(node.backend, values)
+    backend = _backend_config(node.backend, typed)
     if getattr(backend, "online_adapter_training", False) and backend.online_clip_len > engine.window_size:
         raise ValueError(f"parameter online_clip_len ({backend.online_clip_len}) must be <= window_size "
                          f"({engine.window_size}): a clip is taken from one window")
