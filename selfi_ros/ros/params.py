@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-from selfi_ros.backends.config import NODE_BACKEND_CONFIGS, BackendConfigError, config_from_options
+from selfi_ros.backends.config import (NODE_BACKEND_CONFIGS, BackendConfigError, VGGTBackendConfig,
+                                       config_from_options)
 from selfi_ros.engine.config import EngineConfig
 
 NODE_NAME = "selfi_node"
@@ -213,9 +214,8 @@ def validate_engine_config(cfg: EngineConfig) -> EngineConfig:
     if cfg.keyframe_buffer_size < cfg.window_size:
         raise ValueError(f"parameter keyframe_buffer_size ({cfg.keyframe_buffer_size}) must be >= window_size "
                          f"({cfg.window_size})")
-    for name in ("voxel_size",):
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"parameter {name} must be > 0, got {getattr(cfg, name)}")
+    if not cfg.voxel_size > 0:
+        raise ValueError(f"parameter voxel_size must be > 0, got {cfg.voxel_size}")
     for name in ("max_map_points", "max_trajectory_poses", "odometry_buffer_size", "localize_batch_size",
                  "window_max_keyframes", "lost_after_failures", "scale_min_pairs"):
         if getattr(cfg, name) < 1:
@@ -279,7 +279,8 @@ def configs_from_values(values: dict[str, Any]) -> NodeParameters:
     node = validate_node_config(NodeConfig(**kw["node"]))
     engine = validate_engine_config(EngineConfig(**kw["engine"]))
     backend = _backend_config(node.backend, typed)
-    if getattr(backend, "online_adapter_training", False) and backend.online_clip_len > engine.window_size:
+    if (isinstance(backend, VGGTBackendConfig) and backend.online_adapter_training
+            and backend.online_clip_len > engine.window_size):
         raise ValueError(f"parameter online_clip_len ({backend.online_clip_len}) must be <= window_size "
                          f"({engine.window_size}): a clip is taken from one window")
     return NodeParameters(node, engine, backend)
