@@ -34,9 +34,10 @@ def config_from_options(cls: type, options: Mapping[str, Any]):
     if unknown:
         raise BackendConfigError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}; "
                                  f"options: {', '.join(sorted(known))}")
+    defaults = cls()
     kw = {}
     for k, v in options.items():
-        typ = type(getattr(cls(), k))
+        typ = type(getattr(defaults, k))
         try:
             kw[k] = v if isinstance(v, typ) else (_parse_bool(v) if typ is bool else typ(v))
         except (TypeError, ValueError) as e:
