@@ -22,7 +22,7 @@ class EngineStatus:
     state: str = "initializing"  # initializing | mapping | localizing | lost
     backend: str = ""  # backend name (colmap, vggt, oracle, ...)
     random_weights: bool = False  # the backend's model has random weights: outputs are meaningless
-    frames_in: int = 0  # frames given to process_frame
+    frames_in: int = 0  # frames given to process_frames / process_frame
     frames_rejected: int = 0  # frames the engine refused (bad stamp, bad size, ...)
     frames_skipped: int = 0  # non-keyframes not localized because the caller was under load
     keyframes: int = 0  # keyframes selected

@@ -11,11 +11,11 @@ as COLMAP cannot register them). The new anchors are chosen among the keyframes 
 window by farthest-point sampling on camera centre + viewing direction (coverage), always keeping the
 most recent keyframe; keyframes without a pose fall back to uniform-in-time choice.
 
-When a window fails, the engine (:class:`selfi_ros.engine.recovery.WindowRecovery`) does not retry the same anchor set: it falls
-back to other overlap frames (recently localized keyframes with good confidence,
-:meth:`WindowPolicy.select_with_other_overlap`), then to a fresh window of the newest keyframes
-(:meth:`WindowPolicy.select_fresh`) chained through their localized poses, or a new map segment (a
-discontinuity).
+When a window fails, the engine (:class:`selfi_ros.engine.recovery.WindowRecovery`) does not retry the
+same anchor set: it falls back to other overlap frames (recently localized keyframes with good
+confidence, :meth:`WindowPolicy.select_with_other_overlap`), then to a fresh window of the newest
+keyframes (:meth:`WindowPolicy.select_fresh`) chained through their localized poses, or a new map
+segment (a discontinuity).
 """
 from __future__ import annotations
 
