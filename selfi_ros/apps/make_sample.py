@@ -22,46 +22,25 @@ def write_bag(path: str, images: list[np.ndarray], K: np.ndarray, T_list: list[n
               stamps_ns: list[int], jpeg_quality: int) -> int:
     """Write the sample bag (see module docstring); returns the number of messages."""
     import cv2
-    from builtin_interfaces.msg import Time
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo, CompressedImage
+    from sensor_msgs.msg import CompressedImage
 
-    from selfi_ros.geometry import matrix_to_quat_xyzw
     from selfi_ros.ros.bag import BagWriter
+    from selfi_ros.ros.conversions import K_to_camera_info, ns_to_stamp, pose_stamped
 
     h, w = images[0].shape[:2]
     with BagWriter(path) as bag:
         for img, T, t in zip(images, T_list, stamps_ns):
-            stamp = Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
             ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             if not ok:
                 raise RuntimeError("JPEG encoding failed")
-            cim = CompressedImage()
-            cim.header.stamp = stamp
+            cim = CompressedImage()  # by hand, not rgb8_to_compressed: the committed bag's format string
+            cim.header.stamp = ns_to_stamp(t)
             cim.header.frame_id = CAMERA_FRAME
             cim.format = "rgb8; jpeg compressed bgr8"
             cim.data = buf.tobytes()
-            info = CameraInfo()
-            info.header.stamp = stamp
-            info.header.frame_id = CAMERA_FRAME
-            info.width, info.height = w, h
-            info.distortion_model = "plumb_bob"
-            info.d = [0.0] * 5
-            info.k = [float(x) for x in K.reshape(-1)]
-            info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-            P = np.zeros((3, 4))
-            P[:, :3] = K
-            info.p = [float(x) for x in P.reshape(-1)]
-            gt = PoseStamped()
-            gt.header.stamp = stamp
-            gt.header.frame_id = MAP_FRAME
-            q = matrix_to_quat_xyzw(T[:3, :3])
-            gt.pose.position.x, gt.pose.position.y, gt.pose.position.z = (float(v) for v in T[:3, 3])
-            gt.pose.orientation.x, gt.pose.orientation.y, gt.pose.orientation.z, gt.pose.orientation.w = (
-                float(v) for v in q)
-            bag.write(CAMERA_INFO_TOPIC, info, t)
+            bag.write(CAMERA_INFO_TOPIC, K_to_camera_info(K, w, h, t, CAMERA_FRAME), t)
             bag.write(IMAGE_TOPIC, cim, t)
-            bag.write(GT_TOPIC, gt, t)
+            bag.write(GT_TOPIC, pose_stamped(T, MAP_FRAME, t), t)
         return bag.count
 
 
