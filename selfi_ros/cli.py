@@ -22,7 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the sub-command named by ``only`` (if any) imports its module."""
     parser = argparse.ArgumentParser(prog="selfi-ros", description=__doc__.splitlines()[0])

@@ -312,7 +312,7 @@ class WindowIntegration:
         else:
             try:
                 S, residual = chain_to_map(anchors, self._anchors, win, T_win_cam, P, conf,
-                                              c.chain_centre_weight, c.localized_anchor_weight, self._rng)
+                                           c.chain_centre_weight, c.localized_anchor_weight, self._rng)
             except ChainingError as e:
                 st.chain_failures += 1
                 st.window_failures += 1
@@ -341,11 +341,11 @@ class WindowIntegration:
                 out.poses.append(self._output_pose(pose))
             self._scale_sample(kf)
             self._anchors.append(anchor_record(kf, None if P is None else P[i], None if conf is None else conf[i],
-                                                  S, c.chain_points_per_anchor, c.min_point_confidence))
+                                               S, c.chain_points_per_anchor, c.min_point_confidence))
         self._cutoff_ns = anchors[-1].stamp_ns
         # map
         pts, cols = window_cloud(win, P, conf, anchors, c.min_point_confidence, c.max_points_per_window,
-                                    self._rng)
+                                 self._rng)
         if pts is not None and len(pts):
             pts_map = S.apply(pts)
             self.map.add(pts_map, cols)
