@@ -16,10 +16,11 @@ last camera statement wins), so
   (REP-103): ``map = (x_pov, z_pov, y_pov)``. The OpenCV optical camera axes are ``(r, -u, d)``, hence
   ``R_map_cam = P [r | -u | d]`` with ``P`` the x/z/y swap (det P = det[r|-u|d] = -1, so R is a rotation).
 
-Outputs (``data/sample`` by default): ``woodbox_orbit.mcap`` holding ``sensor_msgs/CompressedImage``
-(JPEG) on ``/camera/image_raw/compressed``, ``sensor_msgs/CameraInfo`` on ``/camera/camera_info`` and
-``geometry_msgs/PoseStamped`` (``T_map_cam`` of the optical frame) on ``/ground_truth/pose``; the same
-ground truth as ``groundtruth.tum`` (``t tx ty tz qx qy qz qw``, seconds, map frame); and README.md.
+Outputs of :mod:`selfi_ros.apps.make_sample` (``data/sample`` by default): ``woodbox_orbit.mcap``
+holding ``sensor_msgs/CompressedImage`` (JPEG) on ``/camera/image_raw/compressed``,
+``sensor_msgs/CameraInfo`` on ``/camera/camera_info`` and ``geometry_msgs/PoseStamped`` (``T_map_cam`` of
+the optical frame) on ``/ground_truth/pose``; the same ground truth as ``groundtruth.tum``
+(``t tx ty tz qx qy qz qw``, seconds, map frame); and README.md.
 
 Needs ``povray`` (Debian: ``apt-get install povray povray-includes povray-examples``); only used to
 re-create the committed files, never at run time.
