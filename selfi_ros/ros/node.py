@@ -254,8 +254,9 @@ class SelfiNode:
 
     @property
     def camera_frame(self) -> str:
-        """The camera frame of the outputs: ``camera_frame``, else the first image's header frame."""
-        return self.cfg.camera_frame or self.input.camera_frame or "camera"
+        """The camera frame of the outputs: ``camera_frame``, else the first image's header frame
+        (:attr:`FrameInput.camera_frame <selfi_ros.ros.input.FrameInput>` holds exactly that)."""
+        return self.input.camera_frame or "camera"
 
     # ----------------------------------------------------------------------------------- worker
     def _work(self) -> None:
