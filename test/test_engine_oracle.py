@@ -210,8 +210,8 @@ def test_process_frames_localizes_a_batch_in_one_call(seq):
     frames, scene = seq
     cfg = EngineConfig(**{**CFG, "keyframe_max_interval_s": 1.0, "window_size": 3, "window_overlap": 1,
                           "skip_stale_non_keyframes": False})  # localize every frame, stale or not
-    single, batched = CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005), \
-        CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005)
+    single, batched = (CallSizes(scene, downsample=2, seed=4, rot_noise_deg=0.2, trans_noise_m=0.005)
+                       for _ in range(2))  # two identical backends
     e1, e2 = Engine(single, cfg), Engine(batched, cfg)
     head = [e1.process_frame(f) for f in frames[:21]]
     assert head[20].window is not None and head[20].is_keyframe  # window 0 at keyframe 20 (frames 0, 10, 20)
