@@ -99,6 +99,8 @@ class Engine(ig.WindowIntegration):
         config: engine parameters (defaults: ``EngineConfig()``).
 
     Raises:
+        TypeError: ``backend`` lacks a member of the :class:`~selfi_ros.engine.backend.Backend` protocol
+            (the message names the missing ones).
         ValueError: inconsistent configuration (e.g. keyframe buffer smaller than a window).
     """
 
