@@ -319,6 +319,8 @@ def query_pass(model, memory: SceneMemory, images: torch.Tensor, batch_size: int
         :class:`QueryResult` in the first anchor's camera frame.
     Raises:
         ModelOutOfMemoryError: a batch did not fit on the GPU (names the batch size and resolution).
+        RuntimeError: the model has no camera head. ValueError: ``batch_size`` < 1 or malformed images
+            (TypeError: not a float tensor).
     """
     if model.camera_head is None:
         raise RuntimeError("query_pass needs a model with a camera head")
