@@ -95,6 +95,8 @@ def test_tf_and_clouds_arrive_with_true_geometry(ros):
     st = c.get("/selfi_node/status")[-1]
     assert st.backend == "line" and not st.random_weights and st.frames_in >= 9
     assert st.frames_dropped == 0 and st.frames_rejected == 0 and st.poses >= 9
+    # ~/path is published at a bounded rate (at most every status_period_s): wait for the one with every pose
+    assert c.wait_for(lambda: any(len(m.poses) >= 9 for m in c.get("/selfi_node/path")), 5, node)
     path = c.get("/selfi_node/path")[-1]
     assert path.header.frame_id == "map" and len(path.poses) >= 9
     od = c.get("/selfi_node/odometry")[-1]
