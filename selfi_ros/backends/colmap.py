@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from selfi_ros.backends.config import ColmapBackendConfig, with_options
+from selfi_ros.geometry.camera import scale_intrinsics
 from selfi_ros.engine.backend import BackendBase, BackendError
 from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
 
@@ -332,13 +333,7 @@ class ColmapBackend(BackendBase):
         if frame.K is not None:
             K = frame.K
         else:  # the window's estimate, rescaled to this image size
-            sy = frame.height / mem.image_size_hw[0]
-            sx = frame.width / mem.image_size_hw[1]
-            K = mem.K.copy()
-            K[0, 0] *= sx
-            K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-            K[1, 1] *= sy
-            K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+            K = scale_intrinsics(mem.K, frame.width / mem.image_size_hw[1], frame.height / mem.image_size_hw[0])
 
         def fail(reason: str, conf: float = 0.0) -> LocalizationResult:
             return LocalizationResult(frame.stamp_ns, frame.index, None, K=K, confidence=conf, reason=reason)
