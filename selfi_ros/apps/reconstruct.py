@@ -124,7 +124,8 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     """Feed ``frames`` through a fresh Engine with backend ``backend_name`` and save into ``out_dir``.
 
     Returns a summary dict (paths of the outputs, engine status, frames, poses, run time in s).
-    Raises ValueError for an unknown backend; backend construction errors propagate.
+    Raises ValueError for an unknown backend, TypeError for an object that is not a Backend; backend
+    construction errors propagate.
     """
     from dataclasses import asdict
 
@@ -132,9 +133,9 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     from selfi_ros.engine.engine import Engine, EngineConfig
 
     backend = make_backend(backend_name, **(backend_options or {}))
-    if getattr(backend, "random_weights", False):
-        log.warning("*** backend %s uses RANDOMLY INITIALISED weights: outputs are plumbing only ***", backend_name)
     engine = Engine(backend, config or EngineConfig())
+    if backend.random_weights:
+        log.warning("*** backend %s uses RANDOMLY INITIALISED weights: outputs are plumbing only ***", backend_name)
     t0 = time.perf_counter()
     n = 0
     rejected = 0
@@ -149,7 +150,7 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     paths = engine.save(out_dir)
     st = engine.status()
     summary = {"frames": n, "rejected": rejected, "poses": len(engine.trajectory()), "run_time_s": run_s,
-               "backend": backend_name, "random_weights": bool(getattr(backend, "random_weights", False)),
+               "backend": backend_name, "random_weights": bool(backend.random_weights),
                "outputs": paths, "status": asdict(st)}
     from selfi_ros.engine.io import write_json
 
