@@ -3,8 +3,9 @@
 ``VGGTConfig()`` is the checkpoint-exact VGGT-1B shape (the defaults of ``VGGT`` / ``Aggregator`` in github
 facebookresearch/vggt ``vggt/models/vggt.py`` and ``vggt/models/aggregator.py``, matching the Hugging Face
 checkpoint ``facebook/VGGT-1B``); ``VGGTConfig.sail()`` adds SAIL-Recon's reloc tokens and
-``global_reloc_blocks`` (github HKUST-SAIL/sail-recon, ``sailrecon/models/aggregator.py``) and drops the track head; ``VGGTConfig.tiny()`` is a
-small shape for CPU tests and plumbing (never load real weights into it).
+``global_reloc_blocks`` (github HKUST-SAIL/sail-recon, ``sailrecon/models/aggregator.py``) and drops the
+track head; ``VGGTConfig.tiny()`` is a small shape for CPU tests and plumbing (never load real weights into
+it).
 """
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def autocast_off(device_type: str):
 def pose_encoding_to_cameras(pose_enc: torch.Tensor, image_size_hw: Tuple[int, int]
                              ) -> Tuple[torch.Tensor, torch.Tensor]:
     """9-D "absT_quaR_FoV" encoding -> (extrinsics (..., 3, 4) camera-from-world, intrinsics (..., 3, 3))
-    in pixels of an H x W image (official ``vggt/utils/pose_enc.py`` ``pose_encoding_to_extri_intri``); see :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
+    in pixels of an H x W image (official ``vggt/utils/pose_enc.py`` ``pose_encoding_to_extri_intri``); see
+    :func:`selfi_ros.model.utils.pose_enc.pose_encoding_to_extri_intri`."""
     from selfi_ros.model.utils.pose_enc import pose_encoding_to_extri_intri
 
     return pose_encoding_to_extri_intri(pose_enc, image_size_hw)

@@ -372,8 +372,8 @@ class SelfiNode:
             self.pub_status.publish(msg)
         now = time.monotonic()
         last = self._last_image_wall
-        problems = st.diagnostic_problems(v, self.random_weights, now - (last if last is not None else self._start_wall),
-                                          self.cfg.no_image_warn_s, self.cfg.image_topic)
+        since = now - (last if last is not None else self._start_wall)
+        problems = st.diagnostic_problems(v, self.random_weights, since, self.cfg.no_image_warn_s, self.cfg.image_topic)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
                                   name=f"{self.node.get_name()}: reconstruction", hardware_id=self.backend_name,
                                   message="; ".join(problems) if problems else f"{v['state']}")

@@ -1,9 +1,9 @@
 """Multi-head self-attention with optional q/k LayerNorm, 2D RoPE and a key/value prefix.
 
-Layout (official github facebookresearch/vggt ``vggt/layers/attention.py`` ``Attention``): ``qkv`` is Linear(C, 3C) whose output is [3][heads][head_dim]; ``proj``
-is Linear(C, C). q/k-norm is a LayerNorm over head_dim shared across heads, applied before RoPE; v is
-neither normalised nor rotated. Attention is ``F.scaled_dot_product_attention`` with its default scale
-1/sqrt(head_dim).
+Layout (official github facebookresearch/vggt ``vggt/layers/attention.py`` ``Attention``): ``qkv`` is
+Linear(C, 3C) whose output is [3][heads][head_dim]; ``proj`` is Linear(C, C). q/k-norm is a LayerNorm over
+head_dim shared across heads, applied before RoPE; v is neither normalised nor rotated. Attention is
+``F.scaled_dot_product_attention`` with its default scale 1/sqrt(head_dim).
 """
 from __future__ import annotations
 
