@@ -110,22 +110,28 @@ def test_compressed_16bit_png_and_errors():
 def test_camera_info():
     K = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
     ci = cv.K_to_camera_info(K, 640, 480, 5, "cam")
-    np.testing.assert_array_equal(cv.camera_info_to_K(ci), K)
     model = cv.camera_info_to_model(ci)
+    np.testing.assert_array_equal(model.K, K)
     assert (model.width, model.height) == (640, 480)
     for bad, match in [(np.zeros(9), "fx"), ([np.nan] + [0] * 8, "NaN"),
                        ([500, 0, 320, 0, 500, 240, 0, 0, 0], "upper-triangular"),
                        ([500, 0, 900, 0, 500, 240, 0, 0, 1], "principal point")]:
         ci.k = [float(v) for v in bad]
         with pytest.raises(cv.ConversionError, match=match):
-            cv.camera_info_to_K(ci)
+            cv.camera_info_to_model(ci)
 
 
 def test_frame_from_image():
+    """Image message -> Frame goes through the node's input code (selfi_ros.ros.input)."""
+    from selfi_ros.ros.input import FrameInput, InputConfig
+
     K = np.diag([100.0, 100.0, 1.0])
-    f = cv.frame_from_image(cv.rgb8_to_image(RGB, 42, "opt"), K, index=3)
+    fi = FrameInput(InputConfig(use_camera_info=False, fixed_K=K))
+    evs = [e for s in (39, 40, 41, 42) for e in fi.add_image(cv.rgb8_to_image(RGB, s, "opt"), 0.0)]
+    f = evs[-1].frame
     assert f.stamp_ns == 42 and f.frame_id == "opt" and f.index == 3
     np.testing.assert_array_equal(f.image, RGB)
+    np.testing.assert_array_equal(f.K, K)
 
 
 def test_pointcloud2_round_trip_and_layout():

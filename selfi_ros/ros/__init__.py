@@ -1,6 +1,6 @@
 """ROS 2 layer of selfi_ros (the only package that imports rclpy and message types).
 
-- :mod:`selfi_ros.ros.conversions` Image / CompressedImage / CameraInfo <-> numpy / Frame (re-exports the two below).
+- :mod:`selfi_ros.ros.conversions` Image / CompressedImage / CameraInfo <-> numpy (re-exports the two below).
 - :mod:`selfi_ros.ros.spatial`     PointCloud2, TF, PoseStamped, Odometry <-> numpy.
 - :mod:`selfi_ros.ros.stamps`      ``ConversionError``, stamps <-> integer nanoseconds.
 - :mod:`selfi_ros.ros.input`       messages -> validated Frames (pairing, waits, counted rejections), the frame

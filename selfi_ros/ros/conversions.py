@@ -1,7 +1,8 @@
 """Conversions between ROS 2 messages and the engine's numpy types (sensor_msgs, geometry_msgs, nav_msgs,
-tf2_msgs). Images, CameraInfo and frames are converted here; the geometry messages (PointCloud2, TF,
-poses, odometry) in :mod:`selfi_ros.ros.spatial` and the stamps in :mod:`selfi_ros.ros.stamps`, both
-re-exported here so that callers import one module.
+tf2_msgs). Images and CameraInfo are converted here (messages become engine frames in
+:mod:`selfi_ros.ros.input`), the geometry messages (PointCloud2, TF, poses, odometry) in
+:mod:`selfi_ros.ros.spatial` and the stamps in :mod:`selfi_ros.ros.stamps`, both re-exported here so that
+callers import one module.
 
 Conventions: see :mod:`selfi_ros.geometry` (``T_a_b`` maps frame b into frame a, quaternions x,y,z,w,
 camera frames REP-103 optical). Stamps are integer nanoseconds.
@@ -14,11 +15,8 @@ Compressed images are decoded with OpenCV (``cv2.imdecode``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
-from selfi_ros.engine.types import Frame
 from selfi_ros.ros.spatial import (
     odometry, odometry_to_sample, pack_rgb, pointcloud2_to_array, pointcloud2_to_points, points_to_pointcloud2,
     pose_covariance, pose_estimate_to_msgs, pose_stamped, pose_to_matrix, tf_message, transform_stamped,
@@ -28,7 +26,7 @@ from selfi_ros.ros.stamps import ConversionError, bytes_view, ns_to_stamp, stamp
 __all__ = [  # this module's own names and the re-exported ones
     "ConversionError", "stamp_to_ns", "ns_to_stamp", "bytes_view", "IMAGE_ENCODINGS", "image_to_array",
     "image_to_rgb8", "compressed_to_rgb8", "rgb8_to_image", "rgb8_to_compressed", "CameraModel",
-    "camera_info_to_model", "camera_info_to_K", "K_to_camera_info", "frame_from_image",
+    "camera_info_to_model", "K_to_camera_info",
     "odometry", "odometry_to_sample", "pack_rgb", "pointcloud2_to_array", "pointcloud2_to_points",
     "points_to_pointcloud2", "pose_covariance", "pose_estimate_to_msgs", "pose_stamped", "pose_to_matrix",
     "tf_message", "transform_stamped", "transform_to_matrix", "unpack_rgb"]
@@ -223,11 +221,6 @@ def camera_info_to_model(msg) -> CameraModel:
     return CameraModel(K=K, width=w, height=h, distortion_model=str(msg.distortion_model), D=tuple(msg.d))
 
 
-def camera_info_to_K(msg) -> np.ndarray:
-    """``sensor_msgs/CameraInfo`` -> validated (3, 3) float64 K (see :func:`camera_info_to_model`)."""
-    return camera_info_to_model(msg).K
-
-
 def K_to_camera_info(K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str):
     """(3, 3) K -> ``sensor_msgs/CameraInfo`` (plumb_bob, zero distortion, P = [K | 0], R = I)."""
     from sensor_msgs.msg import CameraInfo
@@ -243,17 +236,3 @@ def K_to_camera_info(K: np.ndarray, width: int, height: int, stamp_ns: int, fram
     msg.r = np.eye(3).ravel().tolist()
     msg.p = np.hstack([K, np.zeros((3, 1))]).ravel().tolist()
     return msg
-
-
-def frame_from_image(msg, K: Optional[np.ndarray], index: int = 0, frame_id: str = "") -> Frame:
-    """``sensor_msgs/Image`` or ``CompressedImage`` -> engine :class:`Frame` (stamp = header stamp).
-
-    Raises:
-        ConversionError: conversion failed (see :func:`image_to_rgb8`, :func:`compressed_to_rgb8`).
-    """
-    rgb = compressed_to_rgb8(msg) if hasattr(msg, "format") else image_to_rgb8(msg)
-    try:
-        return Frame(stamp_ns=stamp_to_ns(msg.header.stamp), image=rgb, K=K, index=index,
-                     frame_id=frame_id or msg.header.frame_id or "camera")
-    except ValueError as e:
-        raise ConversionError(str(e)) from e
