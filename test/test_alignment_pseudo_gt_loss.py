@@ -9,7 +9,6 @@ from selfi_ros.alignment.pseudo_gt import pseudo_gt_correspondences, sample_quer
 from selfi_ros_testing import assert_close_rel
 
 
-
 def _rot(axis, deg):
     a = np.radians(deg)
     c, s = math.cos(a), math.sin(a)

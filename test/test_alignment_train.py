@@ -12,7 +12,6 @@ from selfi_ros.model.config import VGGTConfig
 from selfi_ros_testing import assert_close_rel
 
 
-
 def _tiny_tokens(S=2, H=28, W=42, seed=0):
     from selfi_ros.model.loading import load_model
     cfg = VGGTConfig.tiny()

@@ -13,7 +13,6 @@ from selfi_ros_testing import assert_close_rel
 torch.set_num_threads(1)
 
 
-
 def _perturb(module: torch.nn.Module, seed: int = 0) -> None:
     """Random weights where every branch matters (LayerScale ~U(0.1, 0.6), tokens N(0, 0.5^2))."""
     g = torch.Generator().manual_seed(seed)

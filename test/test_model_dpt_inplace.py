@@ -8,7 +8,6 @@ from selfi_ros.model.heads.dpt_head import DPTHead, ResidualConvUnit, interpolat
 from selfi_ros_testing import assert_close_rel
 
 
-
 def _randomize(module, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

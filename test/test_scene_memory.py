@@ -14,7 +14,6 @@ torch.set_num_threads(1)
 H, W = 28, 42
 
 
-
 def _model(sail=True, seed=0):
     torch.manual_seed(seed)
     m = build_model(VGGTConfig.tiny(sail_reloc=sail)).eval()
