@@ -7,10 +7,11 @@ matched by stamp (approximate sync, ``sync_threshold_ms``), optional ``nav_msgs/
 Messages become validated :class:`~selfi_ros.engine.types.Frame` s in :mod:`selfi_ros.ros.input` (the
 same code the offline tools use) and go into a bounded queue (when full, the frame whose removal leaves
 the smallest time gap is dropped, so that the queue spans a long stall); a worker thread owns the engine,
-so callbacks never block on inference. The worker hands every waiting frame to the engine at once
-(``process_frames``) and passes ``under_load`` when newer frames wait: keyframes are still fully
-processed, other frames are not localized (``skip_stale_non_keyframes``; counted as dropped, reason
-``skipped_under_load``), so that the worker catches up with the newest frame instead of lagging behind.
+so callbacks never block on inference. With ``skip_stale_non_keyframes`` (the default) the worker takes
+the oldest frame and passes ``under_load`` when newer frames wait: keyframes are still fully processed,
+other frames are not localized (counted as dropped, reason ``skipped_under_load``), so that the worker
+catches up with the newest frame instead of lagging behind; without it every frame is localized and the
+worker hands all waiting frames to the engine at once (``process_frames`` localizes them in one call).
 It tells the engine when it is idle (``set_idle``: the backend's background work, e.g. online adapter
 training, runs only then). Every rejection or drop is logged (throttled) and counted by reason
 (``~/status``, ``/diagnostics``, derived in :mod:`selfi_ros.ros.status`).
@@ -263,7 +264,7 @@ class SelfiNode:
         last_map_check = time.monotonic()
         while not self._stop.is_set():
             self._commands.run_pending()
-            batch = self._queue.get_all(timeout=0.05)
+            batch = self._next_batch()
             self.engine.set_idle(not batch and len(self._queue) == 0)
             if batch:
                 while self._odom_in:
@@ -282,6 +283,17 @@ class SelfiNode:
             if now - last_map_check >= self.cfg.map_publish_period_s:
                 last_map_check = now
                 self.outputs.map.maybe_publish(self._last_stamp_out)
+
+    def _next_batch(self) -> list[Frame]:
+        """The frames for the next engine call (waits up to 50 ms for one). With ``skip_stale_non_keyframes``
+        (the default) the oldest frame alone: the frames behind it stay queued, where the queue may still
+        thin them while the engine works, and a stale non-keyframe costs only its keyframe check, so there is
+        nothing to batch; each frame is published as soon as it is processed. Without it every frame is
+        localized, and all waiting frames go in one call (their localization batched by the engine)."""
+        if self.engine.config.skip_stale_non_keyframes:
+            frame = self._queue.get(timeout=0.05)
+            return [] if frame is None else [frame]
+        return self._queue.get_all(timeout=0.05)
 
     def _run_engine(self, batch: list[Frame]) -> list[EngineOutput]:
         """The batch through the engine (its non-keyframes localized together): one ``EngineOutput`` per
