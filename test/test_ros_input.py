@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rclpy")
 sys.path.insert(0, os.path.dirname(__file__))
 
-from selfi_ros.engine.engine import EngineOutput  # noqa: E402
+from selfi_ros.engine.engine import EngineConfig, EngineOutput  # noqa: E402
 from selfi_ros.engine.status import BackendStatus, EngineStatus  # noqa: E402
 from selfi_ros.ros.bag import BagWriter, read_messages  # noqa: E402
 from selfi_ros.ros.conversions import K_to_camera_info, rgb8_to_image, stamp_to_ns  # noqa: E402
@@ -128,6 +128,7 @@ class RecordingEngine:
     def __init__(self):
         self.frames = []
         self.backend = object()
+        self.config = EngineConfig()
 
     def status(self):
         return EngineStatus(backend="recording")
