@@ -42,26 +42,21 @@ def load_image_folder(path: str, max_frames: Optional[int] = None) -> List[np.nd
 
 
 def load_bag_frames(path: str, topic: Optional[str] = None, max_frames: Optional[int] = None) -> List[np.ndarray]:
-    """RGB frames of an MCAP bag's image topic (sensor_msgs/Image or CompressedImage), in log order.
+    """RGB frames (H, W, 3) uint8 of an MCAP bag's image topic (sensor_msgs/Image or CompressedImage), in log
+    order, decoded and validated by the node's own input code (:func:`selfi_ros.apps.reconstruct.frames_from_bag`
+    without CameraInfo: the adapter needs pixels only; undecodable images are skipped with a warning).
 
-    ``topic`` None picks the first image topic. Raises ValueError when the bag has no image topic.
+    ``topic`` None picks the first image topic. Raises ValueError when the bag has no such image topic.
     """
-    from selfi_ros.ros.bag import bag_topics, read_messages
-    from selfi_ros.ros.conversions import compressed_to_rgb8, image_to_rgb8
+    from selfi_ros.apps.reconstruct import frames_from_bag
+    from selfi_ros.ros.bag import bag_topics
 
-    topics = bag_topics(path)
-    img_types = {"sensor_msgs/msg/Image": image_to_rgb8, "sensor_msgs/msg/CompressedImage": compressed_to_rgb8}
-    if topic is None:
-        cands = sorted(t for t, ty in topics.items() if ty in img_types)
-        if not cands:
-            raise ValueError(f"bag {path} has no sensor_msgs Image/CompressedImage topic (topics: {topics})")
-        topic = cands[0]
-    if topics.get(topic) not in img_types:
-        raise ValueError(f"topic {topic!r} of {path} is not an image topic (has {topics.get(topic)!r})")
-    conv = img_types[topics[topic]]
+    if topic is not None and bag_topics(path).get(topic) not in ("sensor_msgs/msg/Image",
+                                                                  "sensor_msgs/msg/CompressedImage"):
+        raise ValueError(f"topic {topic!r} of {path} is not an image topic (has {bag_topics(path).get(topic)!r})")
     frames = []
-    for m in read_messages(path, topics=[topic]):
-        frames.append(conv(m.message))
+    for f in frames_from_bag(path, topic, use_camera_info=False):
+        frames.append(f.image)
         if max_frames and len(frames) >= max_frames:
             break
     return frames
