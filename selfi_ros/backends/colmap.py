@@ -19,6 +19,14 @@ by COLMAP / pycolmap 4.2):
   correspondence per 3D point, then ``pycolmap.estimate_and_refine_absolute_pose`` (P3P in LO-RANSAC and
   a non-linear refinement). Confidence = RANSAC inlier ratio.
 
+Logging: COLMAP logs through glog from C++ straight to file descriptor 2 (stderr): about 80 INFO lines per
+window of 6 anchors (several per image from feature extraction, then matching and mapping).
+``verbose=False`` (the default) raises glog's ``minloglevel`` to WARNING through
+``pycolmap.logging.minloglevel`` (pycolmap's binding of glog's ``FLAGS_minloglevel``), so COLMAP's warnings
+and errors still show and its INFO lines do not; ``verbose=True`` sets it to INFO. The flag is process-wide:
+the backend constructed last decides. This backend logs one INFO line per window through Python's
+``logging``.
+
 Conventions: extrinsics are camera-from-window (3x4, OpenCV optical axes), intrinsics are OpenCV K
 (pixel centres at integers). COLMAP puts pixel centres at +0.5, so ``cx_colmap = cx_opencv + 0.5``;
 the conversion is done at this boundary only.
@@ -82,6 +90,19 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
 
+def set_colmap_verbose(verbose: bool) -> None:
+    """Show (True) or hide (False) COLMAP's INFO log; its warnings, errors and fatal messages always show.
+
+    Sets glog's process-wide ``minloglevel`` through ``pycolmap.logging.minloglevel`` (glog severities:
+    0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; pycolmap 4.x, ``pycolmap/logging`` bindings): 0 when ``verbose``,
+    else 1 (WARNING). A stricter level set before (ERROR or FATAL) is kept when not ``verbose``.
+    """
+    import pycolmap
+
+    L = pycolmap.logging
+    L.minloglevel = 0 if verbose else max(1, int(L.minloglevel))
+
+
 class ColmapBackend(BackendBase):
     """pycolmap backend (see module docstring). Implements :class:`selfi_ros.engine.backend.Backend`.
 
@@ -123,9 +144,11 @@ class ColmapBackend(BackendBase):
         self.peak_threshold = cfg.peak_threshold
         self.query_first_octave = cfg.query_first_octave
         self.anchor_first_octave = cfg.anchor_first_octave
+        self.verbose = cfg.verbose
         self._memory: Optional[_SceneMemory] = None
         self._extractor = None
         pycolmap.set_random_seed(self.seed)
+        set_colmap_verbose(self.verbose)
 
     # ------------------------------------------------------------------ helpers
     def _extraction_options(self):

@@ -85,6 +85,7 @@ class ColmapBackendConfig:
     peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP 0.0067; lower finds more on smooth texture)
     query_first_octave: int = 0  # SIFT first octave of query frames (-1 = 2x upsampled, COLMAP's default)
     anchor_first_octave: int = -1  # SIFT first octave of window anchors (0 is 3x faster, fewer points)
+    verbose: bool = False  # COLMAP's own INFO log (glog, to stderr); warnings and errors show either way
 
     def validate(self) -> None:
         """Raises :class:`BackendConfigError` on a value out of range."""
