@@ -54,7 +54,7 @@ def test_image_encodings(encoding, bigendian):
 
 def test_image_errors():
     with pytest.raises(cv.ConversionError, match="unsupported image encoding"):
-        cv.image_to_rgb8(_msg("yuv422", RGB))
+        cv.image_to_rgb8(_msg("64FC1", RGB))
     m = _msg("rgb8", RGB)
     m.step = 3 * W - 1
     with pytest.raises(cv.ConversionError, match="step"):

@@ -10,7 +10,8 @@ camera frames REP-103 optical). Stamps are integer nanoseconds.
 Images and point clouds are converted with numpy (exact, and tested against independent constructions):
 ``cv_bridge`` for ROS 2 is not on PyPI and the PyPI ``cv-bridge`` is the ROS 1 one (wrong for 16UC1), and
 ``sensor_msgs_py`` is not on PyPI either; the numpy paths below give the same results on a robot.
-Compressed images are decoded with OpenCV (``cv2.imdecode``).
+Compressed images are decoded with OpenCV (``cv2.imdecode``), YUV and Bayer encodings converted with
+``cv2.cvtColor``.
 """
 from __future__ import annotations
 
@@ -34,18 +35,56 @@ __all__ = [  # this module's own names and the re-exported ones
 
 # ------------------------------------------------------------------------------------------- images
 
-#: encoding -> (channels, numpy dtype, layout of the channels)
+#: encoding -> (channels, numpy dtype, layout of the channels). ``channels`` x itemsize is the bytes per
+#: pixel of a row (``step`` is checked against it); for ``nv21`` / ``nv12`` it is the Y plane's, the message
+#: then holds ``height * 3 / 2`` rows of ``step`` bytes (Y plane, then the interleaved chroma plane at half
+#: resolution). Names as in ``sensor_msgs/image_encodings.hpp`` (ROS 2): ``yuv422`` is UYVY and
+#: ``yuv422_yuy2`` is YUYV (``uyvy`` / ``yuyv`` are their newer aliases); ``bayer_<pattern>`` gives the colours
+#: of the 2x2 tile at the top-left corner, row by row.
 IMAGE_ENCODINGS: dict[str, tuple[int, str, str]] = {
     "rgb8": (3, "u1", "rgb"),
     "bgr8": (3, "u1", "bgr"),
     "rgba8": (4, "u1", "rgba"),
     "bgra8": (4, "u1", "bgra"),
+    "rgb16": (3, "u2", "rgb"),
+    "bgr16": (3, "u2", "bgr"),
+    "rgba16": (4, "u2", "rgba"),
+    "bgra16": (4, "u2", "bgra"),
     "mono8": (1, "u1", "mono"),
     "8UC1": (1, "u1", "mono"),
     "8UC3": (3, "u1", "bgr"),  # OpenCV convention for untyped 3-channel images
     "mono16": (1, "u2", "mono"),
     "16UC1": (1, "u2", "mono"),
     "32FC1": (1, "f4", "mono"),
+    "yuv422": (2, "u1", "uyvy"),
+    "uyvy": (2, "u1", "uyvy"),
+    "yuv422_yuy2": (2, "u1", "yuyv"),
+    "yuyv": (2, "u1", "yuyv"),
+    "nv21": (1, "u1", "nv21"),
+    "nv12": (1, "u1", "nv12"),
+    "bayer_rggb8": (1, "u1", "bayer_rggb"),
+    "bayer_bggr8": (1, "u1", "bayer_bggr"),
+    "bayer_gbrg8": (1, "u1", "bayer_gbrg"),
+    "bayer_grbg8": (1, "u1", "bayer_grbg"),
+    "bayer_rggb16": (1, "u2", "bayer_rggb"),
+    "bayer_bggr16": (1, "u2", "bayer_bggr"),
+    "bayer_gbrg16": (1, "u2", "bayer_gbrg"),
+    "bayer_grbg16": (1, "u2", "bayer_grbg"),
+}
+
+#: layout -> OpenCV ``cvtColor`` code to RGB, resolved lazily (cv2 is imported only when needed). OpenCV
+#: names a Bayer pattern by the second row's second and third pixels, i.e. shifted by one pixel diagonally
+#: from the ROS name (ROS ``rggb`` is OpenCV ``BayerBG``); checked in test/test_ros_encodings.py with mosaics
+#: of known colours.
+_CV_CODES: dict[str, str] = {
+    "uyvy": "COLOR_YUV2RGB_UYVY",
+    "yuyv": "COLOR_YUV2RGB_YUY2",
+    "nv21": "COLOR_YUV2RGB_NV21",
+    "nv12": "COLOR_YUV2RGB_NV12",
+    "bayer_rggb": "COLOR_BayerBG2RGB",
+    "bayer_bggr": "COLOR_BayerRG2RGB",
+    "bayer_gbrg": "COLOR_BayerGR2RGB",
+    "bayer_grbg": "COLOR_BayerGB2RGB",
 }
 
 
@@ -55,28 +94,41 @@ def image_to_array(msg) -> np.ndarray:
 
     Returns:
         (H, W) for 1-channel encodings or (H, W, C) otherwise; dtype uint8, uint16 or float32 (native
-        byte order), a copy independent of ``msg.data``.
+        byte order), a copy independent of ``msg.data``. Packed YUV 4:2:2 (``yuv422``, ``yuv422_yuy2``,
+        ``uyvy``, ``yuyv``) is (H, W, 2) uint8 in its byte order (e.g. U Y0 | V Y1 for UYVY); ``nv21`` /
+        ``nv12`` is (H * 3 / 2, W) uint8 (the Y plane, then the interleaved V/U or U/V plane); Bayer
+        encodings are the raw (H, W) mosaic.
 
     Raises:
-        ConversionError: unknown encoding, zero size, ``step < width * bytes_per_pixel`` or
-            ``len(data) < height * step``.
+        ConversionError: unknown encoding, zero size, ``step < width * bytes_per_pixel``,
+            ``len(data) < rows * step`` (rows = ``height``, or ``height * 3 / 2`` for nv21/nv12), an odd width
+            for YUV 4:2:2 or an odd width/height for nv21/nv12 (chroma is shared by 2 or 2x2 pixels), or a
+            Bayer mosaic smaller than one 2x2 tile.
     """
     enc = msg.encoding
     if enc not in IMAGE_ENCODINGS:
         raise ConversionError(f"unsupported image encoding {enc!r}; supported: {sorted(IMAGE_ENCODINGS)}")
-    ch, kind, _ = IMAGE_ENCODINGS[enc]
+    ch, kind, layout = IMAGE_ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
         raise ConversionError(f"empty image: height={h} width={w}")
+    if layout in ("uyvy", "yuyv") and w % 2:
+        raise ConversionError(f"{enc} image width {w} is odd (YUV 4:2:2 shares chroma between pixel pairs)")
+    if layout in ("nv21", "nv12") and (w % 2 or h % 2):
+        raise ConversionError(f"{enc} image size {w}x{h} is odd (4:2:0 chroma is shared by 2x2 pixels)")
+    if layout.startswith("bayer_") and (w < 2 or h < 2):
+        raise ConversionError(f"{enc} image size {w}x{h} is smaller than one 2x2 Bayer tile")
     dt = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = w * ch * dt.itemsize
     if step < row_bytes:
         raise ConversionError(f"image step {step} < width {w} x {ch} channels x {dt.itemsize} bytes = {row_bytes}")
+    n_rows = h + h // 2 if layout in ("nv21", "nv12") else h
     buf = bytes_view(msg.data)
-    if buf.size < h * step:
-        raise ConversionError(f"image data has {buf.size} bytes, expected height {h} x step {step} = {h * step}")
-    rows = buf[: h * step].reshape(h, step)[:, :row_bytes]
-    arr = np.ascontiguousarray(rows).view(dt).reshape((h, w) if ch == 1 else (h, w, ch))
+    if buf.size < n_rows * step:
+        what = f"{h} x 3/2 rows" if n_rows != h else f"height {h}"
+        raise ConversionError(f"image data has {buf.size} bytes, expected {what} x step {step} = {n_rows * step}")
+    rows = buf[: n_rows * step].reshape(n_rows, step)[:, :row_bytes]
+    arr = np.ascontiguousarray(rows).view(dt).reshape((n_rows, w) if ch == 1 else (n_rows, w, ch))
     return arr.astype(dt.newbyteorder("="), copy=True)
 
 
@@ -95,13 +147,28 @@ def image_to_rgb8(msg) -> np.ndarray:
     """``sensor_msgs/Image`` (any of :data:`IMAGE_ENCODINGS`) -> (H, W, 3) uint8 RGB.
 
     Rules: bgr/bgra reordered to RGB, alpha dropped; mono replicated to 3 channels; 16-bit
-    (mono16, 16UC1) scaled by 1/256 (``>> 8``); 32FC1 read as intensity in [0, 1] (clipped, NaN -> 0).
+    (mono16, 16UC1, rgb16, bgr16, rgba16, bgra16) scaled by 1/256 (``>> 8``, as ``cv_bridge`` does);
+    32FC1 read as intensity in [0, 1] (clipped, NaN -> 0). YUV (``yuv422`` = UYVY, ``yuv422_yuy2`` = YUYV,
+    ``nv21``, ``nv12``) is converted with OpenCV's ``cvtColor`` (``COLOR_YUV2RGB_UYVY`` / ``_YUY2`` /
+    ``_NV21`` / ``_NV12``: ITU-R BT.601, limited "video" range Y 16-235, chroma 16-240, e.g.
+    R = 1.164 (Y - 16) + 1.596 (V - 128)); Bayer mosaics are demosaiced with OpenCV's bilinear
+    ``COLOR_Bayer*2RGB`` (16-bit mosaics demosaiced at 16 bit, then ``>> 8``). Sources: OpenCV
+    ``imgproc/src/color_yuv.simd.hpp`` and ``demosaicing.cpp``; ROS ``sensor_msgs/image_encodings.hpp``
+    for the names.
 
     Raises:
-        ConversionError: see :func:`image_to_array`.
+        ConversionError: see :func:`image_to_array`; also when OpenCV refuses the conversion.
     """
     arr = image_to_array(msg)
     layout = IMAGE_ENCODINGS[msg.encoding][2]
+    if layout in _CV_CODES:
+        import cv2
+
+        try:
+            arr = cv2.cvtColor(arr, getattr(cv2, _CV_CODES[layout]))
+        except cv2.error as e:
+            raise ConversionError(f"OpenCV could not convert {msg.encoding} {arr.shape}: {e}") from e
+        return np.ascontiguousarray(_to_uint8(arr))
     arr = _to_uint8(arr)
     if layout == "mono":
         return np.repeat(arr[:, :, None], 3, axis=2)
