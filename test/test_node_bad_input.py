@@ -77,7 +77,7 @@ def test_bad_inputs_counted_and_dropped(started):
 
     # each bad input: publish, then wait for its own counter
     im, ci = image_pair(stamp)
-    im.encoding = "yuv422"
+    im.encoding = "64FC1"  # a ROS encoding the node does not convert
     pc.publish(ci)
     pi.publish(im)
     _wait_count(c, node, "count_bad_image", 1)

@@ -241,3 +241,69 @@ def test_node_input_accepts(encoding):
     img = ev[0].frame.image
     assert img.shape == (h, w, 3) and img.dtype == np.uint8
     assert np.abs(img.astype(int) - want).max() <= YUV_TOL
+
+
+def _encoded_pair(encoding, stamp_ns, h=48, w=64):
+    """(Image in `encoding`, matching CameraInfo) of a textured scene, for the node test."""
+    rng = np.random.default_rng(stamp_ns % 1000)
+    if encoding in YUV_ENCODINGS:
+        ch, cw = _chroma_shape(encoding, h, w)
+        msg = _yuv_message(encoding, rng.integers(16, 236, (h, w), dtype=np.uint8),
+                           rng.integers(16, 241, (ch, cw), dtype=np.uint8),
+                           rng.integers(16, 241, (ch, cw), dtype=np.uint8))
+    elif encoding.startswith("bayer"):
+        msg = _image(encoding, _mosaic(encoding[6:10], rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), h, w)
+    else:
+        raw = rng.integers(0, 65536, (h, 3 * w), dtype=np.uint16).astype("<u2")
+        msg = _image(encoding, raw.view(np.uint8).reshape(h, -1), h, w)
+    msg.header.stamp = cv.ns_to_stamp(stamp_ns)
+    msg.header.frame_id = "cam_optical"
+    Kn = np.array([[0.8 * w, 0, w / 2], [0, 0.8 * w, h / 2], [0, 0, 1.0]])
+    return msg, K_to_camera_info(Kn, w, h, stamp_ns, "cam_optical")
+
+
+NODE_ENCODINGS = ["yuv422", "yuv422_yuy2", "nv21", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8",
+                  "rgb16", "bgr16"]
+
+
+def test_node_over_dds_accepts_new_encodings(tmp_path):
+    """selfi_node in its own process takes a frame of every encoding of issue 9 item 6 (none rejected) and
+    builds windows from them."""
+    pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (scripts/build_interfaces.sh)")
+    status_mod = pytest.importorskip("selfi_ros.msg", reason="selfi_ros interfaces not built")
+    from sensor_msgs.msg import CameraInfo
+    from selfi_ros_testing import FAST_ENGINE_PARAMS, NodeProcess, RosClient, free_domain_id
+
+    d = free_domain_id()
+    node = NodeProcess(d, {"backend": "selfi_ros_testing:LineBackend", **FAST_ENGINE_PARAMS},
+                       str(tmp_path / "node.log"))
+    c = RosClient(d)
+    try:
+        c.record(status_mod.SelfiStatus, "/selfi_node/status")
+        pi = c.publisher(Image, "/camera/image_raw")
+        pc = c.publisher(CameraInfo, "/camera/camera_info")
+        assert c.wait_subscribers(pi, node=node) and c.wait_subscribers(pc, node=node), node.log()[-2000:]
+        c.wait_for(lambda: False, 0.5)
+        stamp = 2_000_000_000_000
+        for enc in NODE_ENCODINGS:
+            im, ci = _encoded_pair(enc, stamp)
+            pc.publish(ci)
+            pi.publish(im)
+            stamp += 100_000_000
+            c.wait_for(lambda: False, 0.2)
+
+        def last():
+            s = c.get("/selfi_node/status")
+            return s[-1] if s else None
+
+        n = len(NODE_ENCODINGS)
+        ok = c.wait_for(lambda: last() is not None and last().frames_in >= n and last().queue_depth == 0
+                        and last().keyframes + last().frames_dropped + last().frames_rejected >= n, 15, node)
+        st = last()
+        assert ok, f"{st}\n{node.log()[-3000:]}"
+        assert st.frames_in == n and st.frames_rejected == 0, f"{st}\n{node.log()[-3000:]}"
+        assert st.keyframes >= n - st.frames_dropped and st.windows >= 1, st
+        assert "bad_image" not in node.log() and node.alive()
+    finally:
+        c.close()
+        node.stop()
