@@ -151,3 +151,125 @@ def test_official_layouts_detected_and_strictly_accepted(tsv, sail, track):
     bad["aggregator.camera_token"] = torch.empty(1, 2, 1, 1023, device="meta")
     with pytest.raises(CheckpointMismatchError, match="aggregator.camera_token"):
         check_state_dict(build_model(cfg, meta=True), bad, tsv)
+
+
+# --- unusable files: one exception type (CheckpointError), one line naming the file -------------------
+def _bad_files(tmp_path):
+    """name -> path of a bad checkpoint made from a real one (tiny model) or from bytes."""
+    import random
+
+    m = _tiny()
+    good_st = save_checkpoint(m, tmp_path / "good.safetensors").read_bytes()
+    good_pt = save_checkpoint(m, tmp_path / "good.pt").read_bytes()
+    rnd = random.Random(9).randbytes(4096)  # fixed: the same garbage every run
+    files = {
+        "truncated.safetensors": good_st[: len(good_st) // 2],
+        "header_only.safetensors": good_st[:20],
+        "random.safetensors": rnd,
+        "empty.safetensors": b"",
+        "truncated.pt": good_pt[: len(good_pt) // 2],
+        "random.pt": rnd,
+        "empty.pt": b"",
+    }
+    out = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out[name] = tmp_path / name
+    (tmp_path / "no_weights_dir").mkdir()
+    (tmp_path / "no_weights_dir" / "readme.txt").write_text("not weights")
+    out["no_weights_dir"] = tmp_path / "no_weights_dir"
+    out["missing.pt"] = tmp_path / "missing.pt"
+    out["missing_dir/model"] = tmp_path / "missing_dir" / "model"
+    return out
+
+
+BAD_KINDS = ["truncated.safetensors", "header_only.safetensors", "random.safetensors", "empty.safetensors",
+             "truncated.pt", "random.pt", "empty.pt", "no_weights_dir", "missing.pt", "missing_dir/model"]
+#: what each message must say is wrong (a word of the problem, independent of the library's wording)
+BAD_WHAT = {"truncated.safetensors": "safetensors", "header_only.safetensors": "safetensors",
+            "random.safetensors": "safetensors", "empty.safetensors": "empty (0 bytes)",
+            "truncated.pt": "PyTorch", "random.pt": "PyTorch", "empty.pt": "empty (0 bytes)",
+            "no_weights_dir": "directory holding none of", "missing.pt": "no such file",
+            "missing_dir/model": "no such file"}
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_checkpoint_one_line_naming_the_file(tmp_path, kind, recwarn):
+    from selfi_ros.model.errors import CheckpointError
+
+    path = _bad_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError) as ei:
+        load_model(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(f"checkpoint {path}: ")
+    assert ei.value.path == str(path)
+    assert BAD_WHAT[kind] in msg
+    assert "huggingface-cli download" in msg  # what to do
+    assert "weights_only=False" not in msg and "weights_only` set to `False" not in msg
+    assert isinstance(ei.value, ValueError)
+    if kind.startswith(("missing", "no_weights")):
+        assert isinstance(ei.value, (WeightsNotFoundError, FileNotFoundError))
+    # read_state_dict on a file raises the same (load_model adds nothing)
+    if path.is_file():
+        with pytest.raises(CheckpointError, match="^checkpoint "):
+            read_state_dict(path)
+    # no warning from the failed read leaks out (a bad file gives one line)
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_pickle_with_objects_is_refused_without_advising_an_unsafe_load(tmp_path):
+    """weights_only=True semantics stay: a pickle holding a non-tensor class is refused, the message
+    names the class and says to re-save the tensors, never to turn weights_only off."""
+    import fractions
+
+    from selfi_ros.model.errors import CheckpointError
+
+    torch.save({"model": {"a": torch.ones(2)}, "extra": fractions.Fraction(1, 3)}, tmp_path / "obj.pt")
+    with pytest.raises(CheckpointError) as ei:
+        read_state_dict(tmp_path / "obj.pt")
+    msg = str(ei.value)
+    assert "\n" not in msg and str(tmp_path / "obj.pt") in msg
+    assert "fractions.Fraction" in msg and "state_dict()" in msg and "weights_only=False" not in msg
+
+
+def test_no_tensors_and_not_a_dict_are_checkpoint_errors(tmp_path):
+    from selfi_ros.model.errors import CheckpointError
+
+    torch.save({"model": {"step": 3}}, tmp_path / "notensors.pt")
+    with pytest.raises(CheckpointError, match="holds no tensors"):
+        read_state_dict(tmp_path / "notensors.pt")
+    torch.save([torch.ones(2)], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="holds a list, not a state_dict"):
+        read_state_dict(tmp_path / "list.pt")
+    torch.save({"model": {"a": torch.ones(2)}, "config": "{not json"}, tmp_path / "badcfg.pt")
+    with pytest.raises(CheckpointError, match="unreadable embedded model config"):
+        read_state_dict(tmp_path / "badcfg.pt")
+
+
+def test_mismatch_and_not_found_are_checkpoint_errors_too():
+    """One type to catch: the existing errors keep their old bases and are CheckpointErrors."""
+    from selfi_ros.model.errors import CheckpointError
+
+    assert issubclass(WeightsNotFoundError, CheckpointError) and issubclass(WeightsNotFoundError, FileNotFoundError)
+    assert issubclass(CheckpointMismatchError, CheckpointError) and issubclass(CheckpointMismatchError, RuntimeError)
+    e = CheckpointMismatchError(["a"], [], [], "x.pt")
+    assert e.path == "x.pt" and "missing 1: a" in str(e)
+
+
+def test_warnings_of_a_successful_read_still_reach_the_caller(tmp_path, monkeypatch):
+    """Warnings raised inside torch.load are held back only while the read may still fail: a read that
+    succeeds re-emits them (a failed one gives its one line only, see the test above)."""
+    import warnings
+
+    real_load = torch.load
+
+    def warning_load(*a, **k):
+        warnings.warn("probe warning from torch.load", UserWarning)
+        return real_load(*a, **k)
+
+    m = _tiny()
+    path = save_checkpoint(m, tmp_path / "ok.pt")
+    monkeypatch.setattr(torch, "load", warning_load)
+    with pytest.warns(UserWarning, match="probe warning from torch.load"):
+        sd, cfg = read_state_dict(path)
+    assert cfg == m.cfg and set(sd) == set(m.state_dict())

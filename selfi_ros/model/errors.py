@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -13,6 +13,44 @@ LOWER_MEMORY_HINT = (
     "scene-memory tokens per anchor (tokens_per_anchor, e.g. 300), or a smaller DPT frames_chunk_size; "
     "bf16/fp16 autocast is used automatically on CUDA."
 )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, empty, truncated, corrupt, not a weights file, or (as
+    :class:`~selfi_ros.model.loading.CheckpointMismatchError`) not matching the model.
+
+    The message names the file and says what is wrong and what to do; built with :meth:`about` it is
+    one line. Subclasses: ``WeightsNotFoundError`` (also a ``FileNotFoundError``) and
+    ``CheckpointMismatchError`` (also a ``RuntimeError``) in :mod:`selfi_ros.model.loading`.
+
+    Attributes:
+        path: the file or directory concerned ("" when there is none).
+    """
+
+    path: str = ""
+
+    @classmethod
+    def about(cls, path, problem: str, todo: str, cause: Optional[BaseException] = None) -> "CheckpointError":
+        """``cls("checkpoint <path>: <problem> (<cause type>: <its first sentence>); <todo>")``, one line.
+
+        Args:
+            path: the checkpoint file or directory (str or Path).
+            problem: what is wrong, e.g. ``"is empty (0 bytes)"``.
+            todo: what to do about it.
+            cause: the library error, if any: its type and first sentence are appended to ``problem``.
+        """
+        detail = ""
+        if cause is not None:
+            first = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "").split(". ")[0]
+            detail = f" ({type(cause).__name__}{': ' + first if first else ''})"
+        err = cls(one_line(f"checkpoint {path}: {problem}{detail}; {todo}"))
+        err.path = str(path)
+        return err
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by ``" | "`` (blank lines dropped), for one-line error output."""
+    return " | ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
 
 
 class ModelOutOfMemoryError(RuntimeError):

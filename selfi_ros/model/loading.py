@@ -9,7 +9,10 @@ Repo ids go through :func:`huggingface_hub.hf_hub_download`, which honours ``HF_
 ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=1`` (then only the local cache is used). Loading is strict by
 default; a mismatch raises :class:`CheckpointMismatchError` naming missing, unexpected and mis-shaped
 tensors. With no weights, :class:`WeightsNotFoundError` explains how to get them; there is never a silent
-random fall-back. ``random_weights=True`` builds an untrained model for plumbing tests only, logs
+random fall-back. A file that cannot be read (empty, truncated, corrupt, random bytes, a pickle holding
+objects that ``torch.load(weights_only=True)`` refuses, no tensors) raises
+:class:`~selfi_ros.model.errors.CheckpointError` with one line naming the file, what is wrong and what to do;
+all three errors are ``CheckpointError`` (a ``ValueError``). ``random_weights=True`` builds an untrained model for plumbing tests only, logs
 "RANDOM WEIGHTS - plumbing only" at WARNING level and sets ``model.random_weights = True``.
 
 The SAIL-Recon layout is auto-detected from ``aggregator.global_reloc_blocks.*`` keys, a missing track
@@ -22,6 +25,8 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -29,6 +34,7 @@ import torch
 
 from selfi_ros.atomic import save_safetensors, torch_save
 from selfi_ros.model.config import VGGTConfig
+from selfi_ros.model.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +54,17 @@ Get them with one of:
 then pass the repo id (uses the hub cache; works with HF_HUB_OFFLINE=1 once cached) or the local file path
 as `checkpoint`. For plumbing tests only, pass random_weights=True / allow_random_weights=True."""
 
+#: what to do about a missing or unusable file, in one line
+GET_WEIGHTS = ("get weights with `huggingface-cli download facebook/VGGT-1B model.pt` (or HKUST-SAIL/SAIL-Recon "
+               "sailrecon.pt) and pass the file, its directory or the repo id as checkpoint")
+_REDOWNLOAD = "the file is truncated or corrupt: download or save it again, or " + GET_WEIGHTS
 
-class WeightsNotFoundError(FileNotFoundError):
-    """No checkpoint could be found (message says how to get one)."""
+
+class WeightsNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint could be found (message says how to get one; one line for a missing path)."""
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(CheckpointError, RuntimeError):
     """A checkpoint's tensors do not match the model (missing / unexpected / mis-shaped keys).
 
     Attributes: missing, unexpected (lists of names), mismatched (list of (name, ckpt_shape, model_shape)).
@@ -76,6 +87,7 @@ class CheckpointMismatchError(RuntimeError):
             parts.append(f"  mis-shaped {len(self.mismatched)}: " + fmt(
                 f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched))
         super().__init__("\n".join(parts))
+        self.path = str(source)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -110,36 +122,98 @@ def read_state_dict(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Op
     """Read tensors (CPU) and an embedded config (or None) from a .safetensors or .pt file.
 
     A .pt may be a bare state_dict or wrap it under "model" / "state_dict"; a "module." prefix is removed.
+    A .pt is read with ``torch.load(weights_only=True)`` (tensors and plain containers only, never
+    arbitrary pickled objects), memory-mapped where the file format allows it.
+
+    Raises:
+        WeightsNotFoundError: ``path`` is not a file (one line).
+        CheckpointError: the file is empty, truncated, corrupt or not a weights file, holds objects that
+            weights-only loading refuses, holds no tensors, or its embedded config is unreadable (one line
+            naming the file, what is wrong and what to do).
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsNotFoundError(INSTRUCTIONS.format(detail=f" at {path}"))
-    cfg = None
+        raise WeightsNotFoundError.about(path, "no such file", GET_WEIGHTS)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError.about(path, "cannot be read", "check the path and its permissions", e) from e
+    if size == 0:
+        raise CheckpointError.about(path, "is empty (0 bytes)", _REDOWNLOAD)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        sd = load_file(str(path), device="cpu")
-        if _CONFIG_KEY in meta:
-            cfg = _config_from_json(meta[_CONFIG_KEY])
+        sd, meta = _read_safetensors(path)
+        raw_cfg = meta.get(_CONFIG_KEY)
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # older zip formats cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict) and "config" in obj and isinstance(obj["config"], str):
-            cfg = _config_from_json(obj["config"])
+        obj = _torch_load_weights_only(path)
+        raw_cfg = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), str) else None
         for key in ("model", "state_dict"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
+            raise CheckpointError.about(path, f"holds a {type(obj).__name__}, not a state_dict",
+                                        "save the weights with torch.save(model.state_dict(), path)")
         sd = obj
+    cfg = None
+    if raw_cfg is not None:
+        try:
+            cfg = _config_from_json(raw_cfg)
+        except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError; unknown / bad fields
+            raise CheckpointError.about(path, "has an unreadable embedded model config", _REDOWNLOAD, e) from e
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError.about(path, "holds no tensors", "pass a VGGT / SAIL-Recon weights file; " + GET_WEIGHTS)
     return sd, cfg
+
+
+def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Tensors (CPU) and the header metadata of a .safetensors file; library errors -> CheckpointError."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path), device="cpu"), meta
+    except MemoryError:
+        raise
+    except Exception as e:  # SafetensorError (header too small / too large, incomplete metadata), OSError
+        raise CheckpointError.about(path, "is not a readable safetensors file", _REDOWNLOAD, e) from e
+
+
+def _torch_load_weights_only(path: Path):
+    """``torch.load(path, map_location="cpu", weights_only=True)``, memory-mapped when the file allows it.
+
+    Warnings raised while reading (e.g. about the pickle protocol) are re-emitted only when the load
+    succeeds, so that a bad file gives one line. Raises CheckpointError (never advising an unsafe load).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) formats cannot be memory-mapped; corrupt files neither
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except MemoryError:
+            raise
+        except pickle.UnpicklingError as e:
+            text = str(e)
+            after = text.split("WeightsUnpickler error:", 1)[-1]
+            reason = next((ln.strip() for ln in after.splitlines() if ln.strip()), "").split(". ")[0]
+            if "Unsupported global" in text:
+                raise CheckpointError.about(
+                    path, f"holds Python objects that safe (weights-only) loading refuses ({reason})",
+                    "re-save only the tensors: torch.save(model.state_dict(), path) or a .safetensors file"
+                ) from e
+            raise CheckpointError.about(
+                path, f"cannot be read as PyTorch weights (weights-only unpickler: {reason})",
+                "if it is a real checkpoint, re-save its tensors with torch.save(model.state_dict(), path) "
+                "or as .safetensors; otherwise " + _REDOWNLOAD) from e
+        except Exception as e:  # RuntimeError (zip archive), EOFError (cut short), ValueError, OSError, ...
+            raise CheckpointError.about(path, "is not a readable PyTorch checkpoint", _REDOWNLOAD, e) from e
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return obj
 
 
 def detect_config(sd: Dict[str, torch.Tensor], base: Optional[VGGTConfig] = None) -> VGGTConfig:
@@ -155,7 +229,8 @@ def resolve_checkpoint(source: Union[str, Path]) -> Path:
     """A local file for ``source`` (path, or HF repo id via the hub cache; honours HF_HUB_OFFLINE).
 
     Raises:
-        WeightsNotFoundError: nothing found (message has instructions).
+        WeightsNotFoundError: nothing found (message has instructions; one line for a local path or
+            directory).
     """
     p = Path(os.path.expanduser(str(source)))
     if p.exists():
@@ -163,11 +238,13 @@ def resolve_checkpoint(source: Union[str, Path]) -> Path:
             for name in _DEFAULT_FILES:
                 if (p / name).is_file():
                     return p / name
-            raise WeightsNotFoundError(INSTRUCTIONS.format(detail=f" in directory {p}"))
+            raise WeightsNotFoundError.about(p, f"is a directory holding none of {', '.join(_DEFAULT_FILES)}",
+                                             GET_WEIGHTS)
         return p
     s = str(source)
     if s.count("/") != 1 or s.endswith((".pt", ".safetensors", ".pth")):
-        raise WeightsNotFoundError(INSTRUCTIONS.format(detail=f": {s!r} is neither a file nor a repo id"))
+        raise WeightsNotFoundError.about(s, "no such file or directory (and not a Hugging Face repo id)",
+                                         GET_WEIGHTS)
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover
@@ -237,6 +314,8 @@ def load_model(checkpoint: Union[None, str, Path] = None, *, config: Optional[VG
         the model, in eval mode, with attribute ``random_weights``.
     Raises:
         WeightsNotFoundError: no checkpoint given / found. CheckpointMismatchError: strict mismatch.
+        CheckpointError: a file that cannot be read (one line; see :func:`read_state_dict`).
+        All three are :class:`~selfi_ros.model.errors.CheckpointError`.
     """
     if checkpoint is None:
         if not random_weights:

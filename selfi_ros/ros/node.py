@@ -453,7 +453,13 @@ def _looks_numeric(v: str) -> bool:
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Entry point of ``selfi_node`` (console script, ``ros2 run``, ``python -m selfi_ros.ros.node``)."""
+    """Entry point of ``selfi_node`` (console script, ``ros2 run``, ``python -m selfi_ros.ros.node``).
+
+    Returns the exit code: 0 after a normal shutdown, 2 when the node cannot start because of a
+    ``ValueError`` - invalid parameters, or a checkpoint that is missing or unusable
+    (:class:`selfi_ros.model.errors.CheckpointError` is a ``ValueError``) - after printing one line
+    ``selfi_node: <message>`` to stderr, without a traceback.
+    """
     ensure_localhost_discovery()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -467,8 +473,9 @@ def main(args: Optional[list[str]] = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as e:  # invalid parameters: a clear message, no traceback
-        print(f"selfi_node: {e}", file=sys.stderr)
+    except ValueError as e:  # invalid parameters, unusable checkpoint: one clear line, no traceback
+        print("selfi_node: " + " | ".join(ln.strip() for ln in str(e).splitlines() if ln.strip()),
+              file=sys.stderr)
         return 2
     finally:
         if node is not None:
