@@ -1,23 +1,44 @@
 """Atomic file writes shared by every layer (engine outputs, checkpoints, adapters, scene memories, training
 state): the data goes to a temporary file in the same folder, is flushed to disk, then ``os.replace``d, so a
 reader (or a crash) never sees a half-written file. torch and safetensors are imported only by the functions
-that need them."""
+that need them.
+
+File mode: ``tempfile.mkstemp`` creates its file with mode 0600; before the rename the file gets the mode that
+``open(path, "w")`` would give a new file, ``0o666 & ~umask`` (0644 under the usual umask 022), whether or not
+``path`` already exists (an existing file's own mode is not kept: the umask mode is applied, as for a file
+written anew)."""
 from __future__ import annotations
 
 import io
 import os
 import tempfile
+import threading
 from typing import Mapping, Optional
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _current_umask() -> int:
+    """The process umask (``os.umask`` can only be read by setting it, so set-and-restore under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns the path."""
+    """Write ``data`` to ``path`` atomically; creates the parent folder. Returns the path.
+
+    The file ends with mode ``0o666 & ~umask`` (see the module docstring). Raises ``OSError`` from the file
+    system (the temporary file is removed then)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
