@@ -3,7 +3,9 @@
 ``~/reset`` (``std_srvs/Trigger``): drop the queued frames, reset the engine (keyframes, windows, map,
 trajectory, scale, backend memory), clear ``~/path``, forget the stamp order. ``~/save_map``: write the
 engine's outputs (``map.ply``, ``trajectory.tum``, ``cameras.json``, ``metadata.json``) into ``save_dir``
-(default ``$ROS_HOME/selfi_map``, ``~/.ros/selfi_map``). Both run in the worker thread, between frames,
+(default ``$ROS_HOME/selfi_map``, ``~/.ros/selfi_map``); a failed save (an exception of the engine's save,
+e.g. an unwritable folder, or the worker not answering in time) answers ``success=False`` with
+``save to <dir> failed: <ExceptionType>: <reason>`` and logs that at ERROR. Both run in the worker thread, between frames,
 so that the engine is only ever touched by one thread.
 """
 from __future__ import annotations
@@ -52,7 +54,8 @@ def create_services(node, commands: WorkerCommands, reset: Callable[[], int], sa
 
     Args:
         commands: the worker's command channel. reset: drops everything, returns the queued frames dropped.
-        save: ``Engine.save(out_dir)``. save_dir: the ``save_dir`` parameter. log: the node's logger.
+        save: ``Engine.save(out_dir)``. save_dir: the ``save_dir`` parameter. log: the node's logger
+            (``info``/``error`` methods: successes at INFO, failures at ERROR).
         callback_group: a group of their own, so that they may wait for the worker while the executor runs
             the input callbacks.
     """
@@ -69,8 +72,12 @@ def create_services(node, commands: WorkerCommands, reset: Callable[[], int], sa
         out_dir = default_save_dir(save_dir)
         r = commands.call(lambda: save(out_dir))
         response.success = "error" not in r
-        response.message = r.get("error") or f"saved to {out_dir}: {r.get('value')}"
-        log.info(f"~/save_map: {response.message}")
+        if response.success:
+            response.message = f"saved to {out_dir}: {r.get('value')}"
+            log.info(f"~/save_map: {response.message}")
+        else:
+            response.message = f"save to {out_dir} failed: {r['error']}"
+            log.error(f"~/save_map: {response.message}")
         return response
 
     return (node.create_service(Trigger, "~/reset", on_reset, callback_group=callback_group),
