@@ -73,8 +73,24 @@ def test_poses_per_frame_with_own_stamps_and_held_frames(seq):
         assert [p.stamp_ns for p in o.poses] == [f.stamp_ns]
         assert o.poses[0].frame_index == f.index and o.poses[0].width == 64
     st = eng.status()
-    assert st.poses >= len(frames) and st.frames_in == 60 and st.frames_rejected == 0
+    assert st.poses == len(frames) and st.frames_in == 60 and st.frames_rejected == 0
     assert st.state in ("localizing", "mapping") and st.keyframes == 20
+
+
+def test_status_poses_counts_distinct_frames_when_anchors_are_re_posed(seq):
+    """Overlapping windows pose their shared anchors again; ``status().poses`` counts each frame once."""
+    frames, scene = seq
+    eng = Engine(OracleBackend(scene, downsample=2), EngineConfig(**CFG))
+    stored = []
+    add = eng.traj.add
+    eng.traj.add = lambda p: (stored.append(int(p.stamp_ns)), add(p))[1]
+    for f in frames:
+        eng.process_frame(f)
+    st = eng.status()
+    distinct = {p.stamp_ns for p in eng.trajectory()}
+    assert st.windows >= 3 and len(stored) > len(set(stored))  # anchors were re-posed by later windows
+    assert set(stored) == distinct and len(distinct) == len(frames)
+    assert st.poses == len(distinct) == 60
 
 
 def test_backend_errors_are_counted_and_the_engine_keeps_going(seq):

@@ -367,12 +367,15 @@ class Engine(ig.WindowIntegration):
                             p.backend, self.metric, p.frame_index, p.width, p.height, p.source)
 
     def _store_pose(self, frame: Frame, T_map_cam: np.ndarray, K, conf: float, kind: PoseKind) -> PoseEstimate:
-        """Store a pose (map units) in the trajectory; returns the stored pose."""
+        """Store a pose (map units) in the trajectory; returns the stored pose. ``status().poses`` counts
+        distinct frames: a frame posed again (an anchor re-posed by a later window) replaces its pose and is
+        not counted twice."""
         p = PoseEstimate(frame.stamp_ns, T_map_cam, None if K is None else np.asarray(K, np.float64), float(conf),
                          self._window_id, kind, self.backend.name, False, frame.index,
                          frame.width, frame.height, frame.source)
+        new = self.traj.get(frame.stamp_ns) is None
         self.traj.add(p)
-        self._status.poses += 1
+        self._status.poses += int(new)
         return p
 
     def _coverage(self, T_map_cam: np.ndarray, K, frame: Frame) -> float:
