@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 
 class WorkerCommands:
@@ -49,12 +49,13 @@ def default_save_dir(save_dir: str) -> str:
 
 
 def create_services(node, commands: WorkerCommands, reset: Callable[[], int], save: Callable[[str], Any],
-                    save_dir: str, log, callback_group) -> tuple:
+                    save_dir: Union[str, Callable[[], str]], log, callback_group) -> tuple:
     """Create ``~/reset`` and ``~/save_map`` on an rclpy ``node``.
 
     Args:
         commands: the worker's command channel. reset: drops everything, returns the queued frames dropped.
-        save: ``Engine.save(out_dir)``. save_dir: the ``save_dir`` parameter. log: the node's logger
+        save: ``Engine.save(out_dir)``. save_dir: the ``save_dir`` parameter, or a function returning its
+            current value (read at each call: the parameter is dynamic). log: the node's logger
             (``info``/``error`` methods: successes at INFO, failures at ERROR).
         callback_group: a group of their own, so that they may wait for the worker while the executor runs
             the input callbacks.
@@ -69,7 +70,7 @@ def create_services(node, commands: WorkerCommands, reset: Callable[[], int], sa
         return response
 
     def on_save(request, response):
-        out_dir = default_save_dir(save_dir)
+        out_dir = default_save_dir(save_dir() if callable(save_dir) else save_dir)
         r = commands.call(lambda: save(out_dir))
         response.success = "error" not in r
         if response.success:
