@@ -204,3 +204,161 @@ def test_node_input_path_equals_frames_from_bag(tmp_path, variant):
     else:
         assert counts.get("camera_info_unsynced", 0) == 12 and len(offline) == 12
         assert all(f.K is not None for f in offline)
+
+
+# ------------------------------------------------------------------ time jumps, odd and corrupt frames
+def test_time_jump_restarts_small_disorder_drops():
+    """A stamp 10 s back (> time_jump_threshold_s = 1 s) is a time jump: a restart event precedes the frame
+    and the stamp order starts again from it; 0.5 s back afterwards is a late frame (dropped)."""
+    fi = FrameInput(InputConfig(time_jump_threshold_s=1.0))
+    for t in (20_000, 20_100, 20_200):
+        im, ci = pair(t * MS)
+        fi.add_camera_info(ci, 0.0)
+        assert kinds(fi.add_image(im, 0.0)) == [("frame", "synced")]
+    im, ci = pair(10_200 * MS)  # 10 s back
+    fi.add_camera_info(ci, 0.0)
+    ev = fi.add_image(im, 0.0)
+    assert kinds(ev) == [("restart", "time_jump"), ("frame", "synced")]
+    assert "10.000 s" in ev[0].detail and ev[1].frame.stamp_ns == 10_200 * MS
+    im, ci = pair(10_300 * MS)
+    fi.add_camera_info(ci, 0.0)
+    assert kinds(fi.add_image(im, 0.0)) == [("frame", "synced")]  # the new order goes on
+    for t, reason in ((9_800, "stamp_out_of_order"), (10_300, "stamp_repeated")):  # 0.5 s back: a late frame
+        im, ci = pair(t * MS)
+        fi.add_camera_info(ci, 0.0)
+        assert kinds(fi.add_image(im, 0.0)) == [("dropped", reason)]
+    # exactly at the threshold: still a late frame (a jump is strictly more than the threshold)
+    fi2 = FrameInput(InputConfig(time_jump_threshold_s=0.5, use_camera_info=False))
+    assert kinds(fi2.add_image(pair(2_000 * MS)[0], 0.0)) == [("frame", "fixed")]
+    assert kinds(fi2.add_image(pair(1_500 * MS)[0], 0.0)) == [("dropped", "stamp_out_of_order")]
+    assert kinds(fi2.add_image(pair(1_499 * MS)[0], 0.0)) == [("restart", "time_jump"), ("frame", "fixed")]
+
+
+def test_resolution_change_needs_n_in_a_row_and_min_size():
+    """A new image size is rejected until resolution_change_frames images of it came in a row; the last
+    of them starts a new map at that size (a single odd frame never does). Images smaller than
+    min_image_size_px are rejected, even when their CameraInfo matches."""
+    fi = FrameInput(InputConfig(use_camera_info=False, resolution_change_frames=3, min_image_size_px=20))
+    t = iter(range(1, 100))
+    add = lambda w, h: kinds(fi.add_image(pair(next(t) * 10 * MS, w=w, h=h)[0], 0.0))  # noqa: E731
+    assert add(32, 24) == [("frame", "fixed")]
+    assert add(64, 48) == [("rejected", "resolution_changed")]  # one odd frame ...
+    assert add(32, 24) == [("frame", "fixed")]  # ... and back: the count starts again
+    assert add(64, 48) == [("rejected", "resolution_changed")]
+    assert add(64, 48) == [("rejected", "resolution_changed")]
+    ev = fi.add_image(pair(next(t) * 10 * MS, w=64, h=48)[0], 0.0)
+    assert kinds(ev) == [("restart", "resolution_change"), ("frame", "fixed")] and ev[1].frame.image.shape == (48, 64, 3)
+    assert add(32, 24) == [("rejected", "resolution_changed")]  # the old size is now the odd one
+    assert add(64, 48) == [("frame", "fixed")]
+    assert add(19, 48) == [("rejected", "image_too_small")]
+    fi.reset()  # ~/reset forgets the size too
+    assert add(32, 24) == [("frame", "fixed")]
+    one = FrameInput(InputConfig(min_image_size_px=32))
+    im, _ = pair(1_000 * MS, w=1, h=1)  # a 1x1 frame that matches its (valid) CameraInfo
+    ci = K_to_camera_info(np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]), 1, 1, 1_000 * MS, "cam")
+    assert kinds(one.add_camera_info(ci, 0.0)) == []
+    ev = one.add_image(im, 0.0)
+    assert kinds(ev) == [("rejected", "image_too_small")] and "1x1" in ev[0].detail
+
+
+def _jpegs():
+    """A clean JPEG of a smooth random image (OpenCV, quality 95) and three corruptions of it; OpenCV
+    decodes the last two into an image without an error (the failure of issue 9.5)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur((rng.random((96, 128, 3)) * 255).astype(np.uint8), (9, 9), 3)
+    data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    sos = data.find(b"\xff\xda")
+    scan = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")  # first entropy-coded byte
+    flipped = bytearray(data)
+    flipped[scan + 40:scan + 50] = bytes(rng.integers(0, 255, 10, dtype=np.uint8))
+    bad = {"truncated": data[: len(data) // 2], "entropy_bytes": bytes(flipped),
+           "early_eoi": data[: scan + 200] + b"\xff\xd9"}
+    for name in ("entropy_bytes", "early_eoi"):  # (OpenCV 5 refuses the truncated one by itself)
+        dec = cv2.imdecode(np.frombuffer(bad[name], np.uint8), cv2.IMREAD_COLOR)
+        assert dec is not None and dec.shape == img.shape, name  # OpenCV cannot tell
+    return data, bad
+
+
+def _compressed(data, stamp_ns):
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id, msg.format, msg.data = "cam", "jpeg", data
+    return msg
+
+
+def test_corrupt_jpeg_rejected():
+    """Truncated data, corrupted entropy-coded bytes and an early end-of-image marker: rejected
+    (corrupt_image) with libjpeg's message; the clean JPEG and a PNG are frames."""
+    import cv2
+
+    from selfi_ros.ros.input import jpeg_corruption
+
+    pytest.importorskip("simplejpeg")
+    data, bad = _jpegs()
+    assert jpeg_corruption(data) == ""
+    want = {"truncated": "Premature end", "entropy_bytes": "Corrupt JPEG data", "early_eoi": "Corrupt JPEG data"}
+    for name, b in bad.items():
+        assert want[name] in jpeg_corruption(b), name
+    fi = FrameInput(InputConfig(use_camera_info=False))
+    assert kinds(fi.add_image(_compressed(data, 1 * MS), 0.0)) == [("frame", "fixed")]
+    for i, (name, b) in enumerate(bad.items()):
+        ev = fi.add_image(_compressed(b, (2 + i) * MS), 0.0)
+        dec = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
+        want_reason = "bad_image" if dec is None else "corrupt_image"  # undecodable / decodable but corrupt
+        assert kinds(ev) == [("rejected", want_reason)], (name, ev[0].detail)
+    png = cv2.imencode(".png", np.zeros((24, 32, 3), np.uint8))[1].tobytes()
+    assert jpeg_corruption(png) == ""
+
+
+def test_corrupt_jpeg_pillow_fallback_sees_truncation_only(monkeypatch):
+    """Measured: without simplejpeg, Pillow's decoder (LOAD_TRUNCATED_IMAGES off) rejects a truncated
+    JPEG but decodes corrupted entropy-coded bytes without an error (its libjpeg warnings are silent)."""
+    from selfi_ros.ros.input import jpeg_corruption
+
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import simplejpeg -> ImportError
+    data, bad = _jpegs()
+    assert jpeg_corruption(data) == ""
+    assert "truncated" in jpeg_corruption(bad["truncated"])
+    assert jpeg_corruption(bad["entropy_bytes"]) == ""
+
+
+def test_map_restarts_split_batches_and_thinning_across_a_jump():
+    """MapRestarts: frames queued after a restart event form a new part, new_map() runs once between the
+    parts; a tagged frame thinned away leaves its tag to the frames after it; ~/reset absorbs a pending
+    restart. ThinningQueue: gaps are absolute, so a jump back does not look like the smallest gap."""
+    from types import SimpleNamespace
+
+    from selfi_ros.ros.input import InputEvent, MapRestarts, ThinningQueue
+
+    r, calls = MapRestarts(warn_s=30.0), []
+    fr = [SimpleNamespace(stamp_ns=s) for s in (10, 11, 12, 0, 1)]
+    for f in fr[:3]:
+        r.queued(f)
+    r.request(InputEvent("restart", "time_jump", "back 10 s"), now_s=100.0)
+    for f in fr[3:]:
+        r.queued(f)
+    parts = []
+    for part in r.segments(fr, lambda: calls.append(len(parts))):
+        parts.append([f.stamp_ns for f in part])
+    assert parts == [[10, 11, 12], [0, 1]] and calls == [1]  # reset after the first part, before the second
+    assert r.warnings(110.0) == ["new map 10 s ago after time_jump: back 10 s"] and r.warnings(130.0) == []
+    r.request(InputEvent("restart", "time_jump", ""), 0.0)
+    a, b = SimpleNamespace(stamp_ns=5), SimpleNamespace(stamp_ns=6)
+    r.queued(a)
+    r.queued(b)
+    r.forget(a)  # thinned away: b still starts the new map
+    assert [[f.stamp_ns for f in p] for p in r.segments([b], lambda: calls.append("b"))] == [[6]] and calls[-1] == "b"
+    r.request(InputEvent("restart", "time_jump", ""), 0.0)
+    r.reset()  # ~/reset: the pending restart is absorbed
+    c = SimpleNamespace(stamp_ns=7)
+    r.queued(c)
+    n = len(calls)
+    assert list(r.segments([c], lambda: calls.append("c"))) == [[c]] and len(calls) == n
+    q = ThinningQueue(4)
+    for f in fr[:4]:
+        assert q.put(f) is None
+    assert q.put(fr[4]).stamp_ns == 11  # |12 - 10| = 2 is the smallest gap; a signed gap would drop 12 (-11)

@@ -14,20 +14,31 @@ and returns :class:`InputEvent` s - accepted frames, rejections and drops with t
   ``camera_info_unsynced``); when no CameraInfo at all arrived ``camera_info_timeout_s`` after the first
   image it is released with K unknown (``none``, counted ``no_camera_info``); more than
   ``max(2 * qos_depth, 4)`` waiting images: the oldest is dropped (``camera_info_wait_overflow``);
-* validation (rejections, bad content): undecodable image or unsupported encoding (``bad_image``), invalid
-  CameraInfo (``bad_camera_info``), image size differing from the CameraInfo's ``width x height``
-  (``size_mismatch``), a Frame that cannot be built (``bad_frame``);
-* order (drops): a stamp equal to / before the last accepted one (``stamp_repeated`` /
-  ``stamp_out_of_order``).
+* validation (rejections, bad content): undecodable image or unsupported encoding (``bad_image``), a JPEG
+  that decodes only with libjpeg warnings - truncated data, corrupt entropy-coded data, extraneous bytes
+  (``corrupt_image``, :func:`jpeg_corruption`), invalid CameraInfo (``bad_camera_info``), image size
+  differing from the CameraInfo's ``width x height`` (``size_mismatch``), an image smaller than
+  ``min_image_size_px`` on a side (``image_too_small``), a Frame that cannot be built (``bad_frame``);
+* resolution change: an image whose size differs from the accepted frames' is rejected
+  (``resolution_changed``) until ``resolution_change_frames`` consecutive images of that same new size
+  arrived; the last of them starts a new map (a ``restart`` event ``resolution_change`` before it), so
+  that a window never mixes sizes and a single odd frame never restarts the map;
+* order: a stamp more than ``time_jump_threshold_s`` before the last accepted one is a time jump (a bag
+  replayed or looped, a simulated clock restarted, a driver restart, an NTP step): the stamp order is
+  forgotten and a ``restart`` event ``time_jump`` precedes the frame (the node starts a new map, as
+  ``~/reset`` does; cf. tf2's ``TransformListener``, which clears its buffer when time jumps back,
+  ROS 2 ``tf2_ros`` package, ``transform_listener.cpp``); a smaller disorder - a late frame - is a drop
+  (``stamp_repeated`` / ``stamp_out_of_order``).
 
-:class:`ThinningQueue` is the node's bounded frame queue between the callbacks and the engine worker.
+:class:`ThinningQueue` is the node's bounded frame queue between the callbacks and the engine worker;
+:class:`MapRestarts` marks in it where a new map begins.
 """
 from __future__ import annotations
 
 import collections
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +51,7 @@ CAMERA_INFO_HISTORY = 50
 
 @dataclass
 class InputConfig:
-    """Pairing and wait rules (the node's parameters of the same names; units in comments)."""
+    """Pairing, wait, validation and order rules (the node's parameters of the same names; units in comments)."""
 
     sync_threshold_ms: float = 5.0  # max |image stamp - CameraInfo stamp| for a match (ms)
     camera_info_wait_s: float = 0.5  # wait this long for a matching CameraInfo, then take the latest (s)
@@ -49,13 +60,17 @@ class InputConfig:
     camera_frame: str = ""  # frame_id of the frames; empty = the image header frame_id (or "camera")
     use_camera_info: bool = True  # False: no pairing, every image released at once with ``fixed_K``
     fixed_K: Optional[np.ndarray] = None  # (3, 3) intrinsics for ``use_camera_info=False`` (None: unknown)
+    time_jump_threshold_s: float = 1.0  # a stamp this far before the last accepted one is a time jump (s)
+    min_image_size_px: int = 1  # smaller width or height: rejected, image_too_small (px; the node: 32)
+    resolution_change_frames: int = 5  # consecutive images of a new size that start a new map at that size
 
     @classmethod
     def from_node_config(cls, cfg: Any) -> "InputConfig":
         """The rules of a :class:`selfi_ros.ros.params.NodeConfig` (its fields of the same names)."""
         return cls(sync_threshold_ms=cfg.sync_threshold_ms, camera_info_wait_s=cfg.camera_info_wait_s,
                    camera_info_timeout_s=cfg.camera_info_timeout_s, qos_depth=cfg.qos_depth,
-                   camera_frame=cfg.camera_frame)
+                   camera_frame=cfg.camera_frame, time_jump_threshold_s=cfg.time_jump_threshold_s,
+                   min_image_size_px=cfg.min_image_size_px, resolution_change_frames=cfg.resolution_change_frames)
 
 
 @dataclass
@@ -64,8 +79,9 @@ class InputEvent:
 
     Attributes:
         kind: ``frame`` (accepted: ``frame`` set), ``rejected`` (bad content), ``dropped`` (order or
-            overflow), ``note`` (counted, the frame goes on: ``no_camera_info``, ``camera_info_unsynced``)
-            or ``warning`` (logged only: ``bad_camera_info_msg``).
+            overflow), ``note`` (counted, the frame goes on: ``no_camera_info``, ``camera_info_unsynced``),
+            ``restart`` (counted: the frame of the next ``frame`` event starts a new map, reason
+            ``time_jump`` or ``resolution_change``) or ``warning`` (logged only: ``bad_camera_info_msg``).
         reason: the counter name (for ``frame``: how it was paired, ``synced`` | ``latest`` | ``none``).
         detail: text for the log.
         frame: the accepted frame (``kind == "frame"``).
@@ -113,6 +129,9 @@ class FrameInput:
         self._infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._first_image_s: Optional[float] = None
         self._last_accepted: Optional[int] = None
+        self._size: Optional[tuple[int, int]] = None  # (width, height) of the accepted frames (px)
+        self._new_size: Optional[tuple[int, int]] = None  # a different size seen in a row ...
+        self._new_size_count = 0  # ... this many times
         self.images_in = 0  # image messages fed (the index of the next frame)
         self.camera_frame = self.config.camera_frame  # frame_id of the frames (first image's when unset)
 
@@ -128,6 +147,10 @@ class FrameInput:
                 rgb = cv.compressed_to_rgb8(msg) if hasattr(msg, "format") else cv.image_to_rgb8(msg)
             except cv.ConversionError as e:
                 return [InputEvent("rejected", "bad_image", str(e))]
+            if hasattr(msg, "format"):
+                bad = jpeg_corruption(cv.bytes_view(msg.data))
+                if bad:
+                    return [InputEvent("rejected", "corrupt_image", f"corrupt JPEG: {bad}")]
             frame_id = self.config.camera_frame or msg.header.frame_id or "camera"
             if not self.camera_frame:
                 self.camera_frame = frame_id
@@ -186,9 +209,10 @@ class FrameInput:
         return self.flush(float("inf"))
 
     def reset(self) -> None:
-        """Forget the stamp order (``~/reset``): the next frame may have any stamp."""
+        """Forget the stamp order and the image size (``~/reset``): the next frame may have any stamp and size."""
         with self._lock:
             self._last_accepted = None
+            self._size, self._new_size, self._new_size_count = None, None, 0
 
     @property
     def waiting(self) -> int:
@@ -223,23 +247,162 @@ class FrameInput:
             K = m.K
             if how == "latest":
                 out.append(InputEvent("note", "camera_info_unsynced", f"image {p.stamp_ns} took the latest CameraInfo"))
+        if min(h, w) < self.config.min_image_size_px:
+            return out + [InputEvent("rejected", "image_too_small",
+                                     f"image {w}x{h} smaller than min_image_size_px={self.config.min_image_size_px}")]
+        restarts: list[InputEvent] = []
+        size = (w, h)
+        if self._size is not None and size != self._size:
+            n = self._new_size_count + 1 if size == self._new_size else 1
+            need = max(int(self.config.resolution_change_frames), 1)
+            if n < need:
+                self._new_size, self._new_size_count = size, n
+                return out + [InputEvent("rejected", "resolution_changed", f"image {w}x{h} but the map's frames are "
+                                         f"{self._size[0]}x{self._size[1]} ({n} of {need} in a row start a new map)")]
+            restarts.append(InputEvent("restart", "resolution_change", f"image size {self._size[0]}x{self._size[1]} "
+                                       f"-> {w}x{h} for {need} images in a row: new map"))
         last = self._last_accepted
         if last is not None and p.stamp_ns <= last:
-            reason = "stamp_repeated" if p.stamp_ns == last else "stamp_out_of_order"
-            return out + [InputEvent("dropped", reason, f"stamp {p.stamp_ns} ns after {last} ns")]
+            back_s = (last - p.stamp_ns) * 1e-9
+            if back_s > self.config.time_jump_threshold_s:
+                restarts.append(InputEvent("restart", "time_jump", f"stamps jumped back {back_s:.3f} s "
+                                           f"({last} ns -> {p.stamp_ns} ns): new map"))
+            else:
+                reason = "stamp_repeated" if p.stamp_ns == last else "stamp_out_of_order"
+                return out + [InputEvent("dropped", reason, f"stamp {p.stamp_ns} ns after {last} ns")]
         try:
             frame = Frame(stamp_ns=p.stamp_ns, image=p.rgb, K=K, frame_id=p.frame_id, index=p.index)
         except ValueError as e:
             return out + [InputEvent("rejected", "bad_frame", str(e))]
         self._last_accepted = p.stamp_ns
-        return out + [InputEvent("frame", how, frame=frame, recv_s=p.recv_s)]
+        self._size, self._new_size, self._new_size_count = size, None, 0
+        return out + restarts + [InputEvent("frame", how, frame=frame, recv_s=p.recv_s)]
+
+
+def jpeg_corruption(data) -> str:
+    """Why a JPEG decodes only with libjpeg warnings: ``""`` for a clean JPEG or data that is not a JPEG.
+
+    OpenCV's ``imdecode`` returns an image for a truncated or corrupt JPEG (libjpeg fills the missing MCUs
+    and prints "Corrupt JPEG data: ..." / "Premature end of JPEG file" to stderr), so the data are decoded
+    a second time with libjpeg-turbo in strict mode, where every such warning is an error (``simplejpeg``
+    package, ``decode_jpeg(strict=True)``; measured in ``test/test_ros_input.py``: a truncated JPEG,
+    corrupted entropy-coded bytes and an end-of-image marker in the middle of the scan all fail). Without
+    ``simplejpeg`` Pillow's decoder is the fallback (``Image.load`` with ``LOAD_TRUNCATED_IMAGES`` off):
+    it sees truncation only.
+
+    Args:
+        data: the compressed bytes (bytes or a uint8 array); JPEG when they start with the SOI marker FF D8.
+
+    Returns:
+        libjpeg's message, or ``""``.
+    """
+    buf = bytes(data)
+    if buf[:2] != b"\xff\xd8":
+        return ""
+    try:
+        import simplejpeg
+    except ImportError:
+        simplejpeg = None
+    if simplejpeg is not None:
+        try:
+            simplejpeg.decode_jpeg(buf, colorspace="GRAY", strict=True)
+        except ValueError as e:
+            msg = str(e)
+            if "Corrupt" in msg or "Premature" in msg or "premature" in msg or "extraneous" in msg:
+                return msg
+            return ""  # a JPEG libjpeg-turbo cannot convert (e.g. CMYK) but OpenCV decoded: not corruption
+        return ""
+    import io
+
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        return str(e)
+    return ""
+
+
+class MapRestarts:
+    """Which queued frames start a new map, between the node's input callbacks and its engine worker.
+
+    The input emits a ``restart`` event (a time jump, a resolution change) just before the frame that
+    starts the new map; frames queued before it belong to the old map and are processed first. Each
+    :meth:`request` opens a new generation; :meth:`queued` tags a frame with the current one;
+    :meth:`segments` (worker) splits a batch where a newer generation begins and resets the engine
+    there, so that no engine call ever mixes frames of two maps. A tagged frame the queue thins away
+    loses nothing: the frames after it carry the same generation. Thread-safe (one lock).
+
+    Args:
+        warn_s: :meth:`warnings` reports the last new map for this long (s).
+    """
+
+    def __init__(self, warn_s: float = 30.0) -> None:
+        self.warn_s = float(warn_s)
+        self._lock = threading.Lock()
+        self._gen = 0  # generations requested by the input
+        self._engine_gen = 0  # the generation the engine is in (worker)
+        self._tags: dict[int, int] = {}  # id(queued frame) -> its generation (removed when processed/dropped)
+        self._last: Optional[tuple[float, str]] = None  # (clock s, "reason: detail") of the last request
+
+    def request(self, event: InputEvent, now_s: float) -> None:
+        """A ``restart`` event at clock ``now_s`` (s): the frames queued from now on start a new map."""
+        with self._lock:
+            self._gen += 1
+            self._last = (now_s, f"{event.reason}: {event.detail}")
+
+    def queued(self, frame: Any) -> None:
+        """Tag ``frame`` (about to be queued) with the current generation."""
+        with self._lock:
+            self._tags[id(frame)] = self._gen
+
+    def forget(self, frame: Any) -> None:
+        """``frame`` left the queue without being processed (thinned away)."""
+        with self._lock:
+            self._tags.pop(id(frame), None)
+
+    def segments(self, batch: Sequence[Any], new_map: Callable[[], Any]) -> Iterator[list]:
+        """Yield ``batch`` in consecutive parts of one generation each, in order, calling ``new_map()``
+        (reset the engine) before the first part of a newer generation than the engine's (worker thread).
+        Frames never tagged count as the engine's generation."""
+        start = 0
+        for i, frame in enumerate(batch):
+            with self._lock:
+                gen = self._tags.pop(id(frame), self._engine_gen)
+            if gen > self._engine_gen:
+                if i > start:
+                    yield list(batch[start:i])
+                start = i
+                self._engine_gen = gen
+                new_map()
+        if start < len(batch):
+            yield list(batch[start:])
+
+    def reset(self, frame_input: Optional["FrameInput"] = None) -> None:
+        """``~/reset`` (worker, after the queue was cleared): pending new maps are absorbed by the reset;
+        also resets ``frame_input`` (:meth:`FrameInput.reset`) when given."""
+        if frame_input is not None:
+            frame_input.reset()
+        with self._lock:
+            self._tags.clear()
+            self._engine_gen = self._gen
+
+    def warnings(self, now_s: float) -> list[str]:
+        """The /diagnostics problem while the last new map is younger than ``warn_s`` (else [])."""
+        last = self._last
+        if last is None or now_s - last[0] >= self.warn_s:
+            return []
+        return [f"new map {now_s - last[0]:.0f} s ago after {last[1]}"]
 
 
 class ThinningQueue:
     """Bounded FIFO of frames (items with ``stamp_ns``) that keeps its time coverage when full.
 
     ``put`` never blocks. When full, it drops the waiting frame whose removal leaves the smallest time gap
-    between its neighbours (the newest frame is always kept; with ``maxsize`` < 3 the oldest is dropped)
+    between its neighbours (absolute: across a time jump back the gap is large; the newest frame is always
+    kept; with ``maxsize`` < 3 the oldest is dropped)
     and returns it. During a long stall of the worker (a window reconstruction) the queue thus holds frames
     spread over the whole stall instead of only the last few: keyframe selection still sees intermediate
     views, so the map is not left with a gap that nothing can be localized across.
@@ -260,7 +423,7 @@ class ThinningQueue:
                     dropped = self._d.popleft()
                 else:  # interior item with the smallest gap between its neighbours (ties: the oldest)
                     st = [x.stamp_ns for x in self._d]
-                    k = min(range(1, len(st) - 1), key=lambda i: st[i + 1] - st[i - 1])
+                    k = min(range(1, len(st) - 1), key=lambda i: abs(st[i + 1] - st[i - 1]))
                     dropped = self._d[k]
                     del self._d[k]
             self._cv.notify()

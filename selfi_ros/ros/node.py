@@ -14,7 +14,8 @@ catches up with the newest frame instead of lagging behind; without it every fra
 worker hands all waiting frames to the engine at once (``process_frames`` localizes them in one call).
 It tells the engine when it is idle (``set_idle``: the backend's background work, e.g. online adapter
 training, runs only then). Every rejection or drop is logged (throttled) and counted by reason
-(``~/status``, ``/diagnostics``, derived in :mod:`selfi_ros.ros.status`).
+(``~/status``, ``/diagnostics``, derived in :mod:`selfi_ros.ros.status`); a time jump starts a new map
+(:class:`~selfi_ros.ros.input.MapRestarts`).
 
 Outputs (:mod:`selfi_ros.ros.outputs`), stamped with the image stamp: ``/tf`` (REP-105: ``map -> odom``
 with odometry, ``map -> base_link`` with a URDF camera, else ``map -> camera``; parameter ``publish_tf``),
@@ -41,7 +42,7 @@ from selfi_ros.engine.status import BackendStatus, EngineStatus
 from selfi_ros.engine.types import Frame
 from selfi_ros.ros import conversions as cv
 from selfi_ros.ros import status as st
-from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent, ThinningQueue
+from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent, MapRestarts, ThinningQueue
 from selfi_ros.ros.outputs import NodeOutputs
 from selfi_ros.ros.params import declare_parameters, make_backend_from_config
 from selfi_ros.ros.services import WorkerCommands, create_services
@@ -115,6 +116,7 @@ class SelfiNode:
         self._last_stamp_out = 0
         self._stop = threading.Event()
         self._last_warn: dict[str, float] = {}
+        self.restarts = MapRestarts()  # new maps after a time jump / resolution change (input -> worker)
 
         self._make_interfaces(MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._work, name="selfi_engine", daemon=True)
@@ -230,6 +232,10 @@ class SelfiNode:
                 self._queue_frame(ev.frame, ev.recv_s)
             elif ev.kind in ("rejected", "dropped"):
                 self._count(ev.reason, ev.detail, dropped=ev.kind == "dropped")
+            elif ev.kind == "restart":  # logged once: not throttled
+                self._count(ev.reason, ev.detail, dropped=None)
+                self.restarts.request(ev, time.monotonic())
+                self.log.warning(f"{ev.reason}: {ev.detail} [{self.counters.counts[ev.reason]} so far]")
             elif ev.kind == "note":
                 self._count(ev.reason, ev.detail, dropped=None)
                 if ev.reason == "no_camera_info":
@@ -243,8 +249,10 @@ class SelfiNode:
             self._recv_wall[frame.stamp_ns] = recv_s
             while len(self._recv_wall) > 1000:
                 self._recv_wall.popitem(last=False)
+        self.restarts.queued(frame)
         dropped = self._queue.put(frame)
         if dropped is not None:
+            self.restarts.forget(dropped)
             self._count("queue_full", f"engine busy, dropped frame {dropped.stamp_ns} (queue {self.cfg.queue_size})",
                         dropped=True)
 
@@ -266,13 +274,13 @@ class SelfiNode:
             self._commands.run_pending()
             batch = self._next_batch()
             self.engine.set_idle(not batch and len(self._queue) == 0)
-            if batch:
+            for part in self.restarts.segments(batch, lambda: self._reset(keep_input=True)):
                 while self._odom_in:
                     self.engine.add_odometry(self._odom_in.popleft())
-                outs = self._run_engine(batch)
+                outs = self._run_engine(part)
                 if any(o.metric and o.poses for o in outs):
                     self._refresh_status()  # odometry covariance in metres: the current scale
-                for frame, out in zip(batch, outs):
+                for frame, out in zip(part, outs):
                     try:
                         self._publish_output(frame, out)
                     except Exception as e:  # noqa: BLE001
@@ -386,6 +394,7 @@ class SelfiNode:
         last = self._last_image_wall
         since = now - (last if last is not None else self._start_wall)
         problems = st.diagnostic_problems(v, self.random_weights, since, self.cfg.no_image_warn_s, self.cfg.image_topic)
+        problems += self.restarts.warnings(now)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
                                   name=f"{self.node.get_name()}: reconstruction", hardware_id=self.backend_name,
                                   message="; ".join(problems) if problems else f"{v['state']}")
@@ -396,13 +405,15 @@ class SelfiNode:
         self.pub_diag.publish(arr)
 
     # --------------------------------------------------------------------------------- services
-    def _reset(self) -> int:
-        """``~/reset`` in the worker thread: returns the queued frames dropped."""
-        n = self._queue.clear()
+    def _reset(self, keep_input: bool = False) -> int:
+        """``~/reset`` in the worker thread: returns the queued frames dropped (``keep_input``: a new map
+        after a time jump or a resolution change, :class:`MapRestarts`; queue and stamp order kept)."""
+        n = 0 if keep_input else self._queue.clear()
+        if not keep_input:
+            self.restarts.reset(self.input)
         self.engine.reset()
         self.outputs.path.clear()
         self.outputs.map.mark_changed()
-        self.input.reset()
         with self._lock:
             self._skipped_seen = 0
         self._refresh_status()

@@ -27,6 +27,7 @@ NODE_NAME = "selfi_node"
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
+TIME_JUMP_ACTIONS = ("new_map",)
 TF_MODES = ("auto", "map_to_camera", "map_to_odom", "map_to_base_link", "none")
 
 
@@ -46,6 +47,10 @@ class NodeConfig:
     camera_info_wait_s: float = 0.5  # wait this long for a matching CameraInfo, then use the latest (s)
     camera_info_timeout_s: float = 5.0  # no CameraInfo at all after this long: run with K unknown (s)
     no_image_warn_s: float = 5.0  # diagnostics warn when no image arrived for this long (s)
+    min_image_size_px: int = 32  # images narrower or lower than this are rejected, image_too_small (px)
+    resolution_change_frames: int = 5  # a new image size starts a new map after this many images of it in a row
+    time_jump_threshold_s: float = 1.0  # a stamp this far before the last one is a time jump, not a late frame (s)
+    time_jump_action: str = "new_map"  # after a time jump: new_map (reset the engine and the stamp order)
     # frames (REP-105 / REP-103)
     map_frame: str = "map"  # fixed frame of poses and clouds
     odom_frame: str = "odom"  # odometry frame (map -> odom mode)
@@ -184,13 +189,14 @@ def validate_node_config(cfg: NodeConfig) -> NodeConfig:
     Raises:
         ValueError: naming the parameter and its allowed values.
     """
-    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES)):
+    for name, allowed in (("image_transport", IMAGE_TRANSPORTS), ("qos", QOS_PROFILES), ("publish_tf", TF_MODES),
+                          ("time_jump_action", TIME_JUMP_ACTIONS)):
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"parameter {name}={getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
-    for name in ("qos_depth", "queue_size", "path_max_length"):
+    for name in ("qos_depth", "queue_size", "path_max_length", "min_image_size_px", "resolution_change_frames"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"parameter {name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("map_publish_period_s", "status_period_s"):
+    for name in ("map_publish_period_s", "status_period_s", "time_jump_threshold_s"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"parameter {name} must be > 0, got {getattr(cfg, name)}")
     if not cfg.image_topic or not cfg.map_frame:
