@@ -86,6 +86,16 @@ class KeyframeSelector:
         self.max_features = int(max_features)
         self.reset()
 
+    def set_thresholds(self, min_interval_s: float, max_interval_s: float, min_flow_px: float,
+                       min_odom_dist_m: float) -> None:
+        """Change the four thresholds (same meaning and units as the constructor's: s, s, px at FLOW_WIDTH,
+        m) while keeping the last keyframe (its stamp, features and odometry): the next :meth:`check`
+        compares against it with the new thresholds."""
+        self.min_interval_ns = int(min_interval_s * 1e9)
+        self.max_interval_ns = int(max_interval_s * 1e9) if max_interval_s > 0 else None
+        self.min_flow_px = float(min_flow_px)
+        self.min_odom_dist_m = float(min_odom_dist_m)
+
     def reset(self) -> None:
         self._last_stamp: Optional[int] = None
         self._last_grey: Optional[np.ndarray] = None

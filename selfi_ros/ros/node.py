@@ -45,6 +45,7 @@ from selfi_ros.ros import status as st
 from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent, MapRestarts, ThinningQueue
 from selfi_ros.ros.outputs import NodeOutputs
 from selfi_ros.ros.params import declare_parameters, make_backend_from_config
+from selfi_ros.ros.runtime_params import RuntimeParameters, declare_model_info
 from selfi_ros.ros.services import WorkerCommands, create_services
 
 __all__ = ["SelfiNode", "main", "node_command", "ensure_localhost_discovery", "make_backend_from_config"]
@@ -92,7 +93,7 @@ class SelfiNode:
         self.random_weights = bool(es.random_weights)
         if self.random_weights:
             self.log.warning(RANDOM_WEIGHTS_BANNER)
-        self._declare_model_info()
+        declare_model_info(self.node, self.random_weights)
         bc = self.backend_cfg
         if isinstance(bc, VGGTBackendConfig) and bc.online_adapter_training:  # run by the backend, while idle
             self.log.info(f"online adapter training on: clips of {bc.online_clip_len} anchors, evaluation every "
@@ -119,22 +120,14 @@ class SelfiNode:
         self.restarts = MapRestarts()  # new maps after a time jump / resolution change (input -> worker)
 
         self._make_interfaces(MutuallyExclusiveCallbackGroup())
+        self.runtime_params = RuntimeParameters(self)  # DYNAMIC_PARAMETERS applied, the others refused
+        self.node.add_on_set_parameters_callback(self.runtime_params.on_set)
         self._worker = threading.Thread(target=self._work, name="selfi_engine", daemon=True)
         self._worker.start()
         self.log.info(
             f"selfi_node: backend={self.backend_name}{' (RANDOM WEIGHTS)' if self.random_weights else ''} "
             f"image={cfg.image_topic} ({cfg.image_transport}, qos {cfg.qos}) camera_info={cfg.camera_info_topic} "
             f"odom={cfg.odom_topic or '-'} publish_tf={cfg.publish_tf} map_frame={cfg.map_frame}")
-
-    def _declare_model_info(self) -> None:
-        """Read-only parameter ``model_random_weights`` (``ros2 param get /selfi_node model_random_weights``):
-        a frame-independent flag for outputs that cannot carry one (TF, PointCloud2, Path). Overrides are
-        ignored: it reports the backend that was built, it does not configure it."""
-        from rcl_interfaces.msg import ParameterDescriptor
-
-        desc = ParameterDescriptor(read_only=True, description=(
-            "read-only: true when the backend model has RANDOM weights (every output is meaningless)"))
-        self.node.declare_parameter("model_random_weights", self.random_weights, desc, ignore_override=True)
 
     # ------------------------------------------------------------------------------- interfaces
     def _make_interfaces(self, service_group) -> None:
@@ -181,7 +174,7 @@ class SelfiNode:
             self.pub_status = None
             self.log.error("selfi_ros.msg not built: no ~/status (run scripts/build_interfaces.sh or colcon build)")
         self.srv_reset, self.srv_save = create_services(n, self._commands, self._reset, self.engine.save,
-                                                        cfg.save_dir, self.log, service_group)
+                                                        lambda: self.cfg.save_dir, self.log, service_group)
         # housekeeping timers run on the steady clock: with use_sim_time they must not stop with /clock
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.timer_flush = n.create_timer(0.05, self._flush_pending, clock=steady)
@@ -272,6 +265,7 @@ class SelfiNode:
         last_map_check = time.monotonic()
         while not self._stop.is_set():
             self._commands.run_pending()
+            self.runtime_params.apply_engine_updates()
             batch = self._next_batch()
             self.engine.set_idle(not batch and len(self._queue) == 0)
             for part in self.restarts.segments(batch, lambda: self._reset(keep_input=True)):

@@ -261,6 +261,13 @@ class NodeOutputs:
         self._tf_mode = mode
         return mode
 
+    def set_tf_mode(self, mode: str) -> None:
+        """Change the TF mode at run time (parameter ``publish_tf``, already validated against
+        :data:`~selfi_ros.ros.params.TF_MODES`): a fixed mode applies from the next pose, ``auto`` is resolved
+        again at the next pose (the ``tf_static_timeout_s`` wait counts from the node's start)."""
+        self.cfg.publish_tf = mode
+        self._tf_mode = None if mode == "auto" else mode
+
     def publish_poses(self, poses: Sequence[PoseEstimate], mode: str, camera_frame: str, scale: float) -> list[str]:
         """``~/pose``, ``~/odometry`` (covariance position sigmas times ``scale``, metres per map unit) and one
         ``/tf`` message for ``poses`` in stamp order; the poses join ``~/path`` (published by its rule).

@@ -292,6 +292,42 @@ def configs_from_values(values: dict[str, Any]) -> NodeParameters:
     return NodeParameters(node, engine, backend)
 
 
+#: The parameters that may change while the node runs (``ros2 param set``, the ``SetParameters`` service);
+#: every other parameter of :func:`parameter_specs` is read-only at run time (refused: restart the node).
+#: Node ones take effect at once (the TF mode from the next pose, ``save_dir`` from the next
+#: ``~/save_map``, the status timer is recreated); the engine's keyframe thresholds before the next frame
+#: (applied in the engine's worker thread, the keyframe selector's state is kept).
+DYNAMIC_PARAMETERS = ("publish_tf", "save_dir", "status_period_s", "map_publish_period_s", "log_throttle_s",
+                      "no_image_warn_s", "publish_window_cloud", "keyframe_min_interval_s",
+                      "keyframe_max_interval_s", "keyframe_min_flow_px", "keyframe_min_odom_dist_m")
+
+
+def read_only_reason(name: str) -> str:
+    """The refusal of a run-time change of a parameter that is not in :data:`DYNAMIC_PARAMETERS`."""
+    return f"{name} is read-only at run time: restart the node"
+
+
+def check_parameter_update(current: dict[str, Any], updates: dict[str, Any]) -> NodeParameters:
+    """Validate a run-time change of parameters: the configs the node would have after it.
+
+    Args:
+        current: ``name -> value`` of the node's parameters now (every declared one).
+        updates: ``name -> new value``; names that are not parameters of :func:`parameter_specs`
+            (``use_sim_time``, rclpy's own) are ignored here.
+
+    Raises:
+        ValueError: the first update of a parameter not in :data:`DYNAMIC_PARAMETERS`
+            (:func:`read_only_reason`), or the validation message of :func:`configs_from_values` for the
+            merged values (wrong type, value out of range, unknown ``publish_tf`` mode...).
+    """
+    names = {s.name for s in parameter_specs()}
+    mine = {k: v for k, v in updates.items() if k in names}
+    for name in mine:
+        if name not in DYNAMIC_PARAMETERS:
+            raise ValueError(read_only_reason(name))
+    return configs_from_values({**{k: v for k, v in current.items() if k in names}, **mine})
+
+
 def declare_parameters(node) -> NodeParameters:
     """Declare every parameter on an rclpy ``node`` (typed by its default, with its description) and
     return the configs built from the values the node was started with (YAML, ``-p``, launch).
