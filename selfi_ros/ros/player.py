@@ -6,15 +6,9 @@ log-time order, at ``--rate`` times the recorded speed; ``--clock`` also publish
 (rosgraph_msgs/Clock, the bag's log time) for nodes with ``use_sim_time:=true``. ``/tf_static`` is
 published latched (transient local), everything else reliable keep-last.
 
-Ctrl-C (SIGINT) stops playback cleanly: ``selfi-ros play: interrupted after N messages`` is printed, the
-node is destroyed and the command exits with status 0 (as ``ros2 bag play`` does, so that ``ros2 launch``
-reports a clean finish), with no traceback. The player's own rclpy context is initialised without rclpy's
-signal handlers, so SIGINT reaches Python as ``KeyboardInterrupt`` instead of invalidating the context under
-a publish; with a caller's ``node``, a context shut down from outside ends playback the same way.
-
 Usage::
 
-    selfi-ros play data/sample/woodbox_orbit.mcap --rate 0.5 --topics /camera/image_raw/compressed /camera/camera_info --clock
+    selfi-ros play data/sample.mcap --rate 0.5 --topics /camera/image_raw /camera/camera_info --clock
 """
 from __future__ import annotations
 
@@ -44,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, loop: bool = False,
          start_delay: float = 0.0, clock: bool = False, wait_subscribers: float = 3.0, quiet: bool = False,
          node=None, max_loops: Optional[int] = None) -> int:
-    """Publish the bag's messages (see module docstring); returns the number of messages published
-    (fewer than the bag's when interrupted by Ctrl-C or a shut-down context: no exception then).
+    """Publish the bag's messages (see module docstring); returns the number of messages published.
 
     Args:
         bag: bag path. rate: speed factor (> 0). topics: topic filter. loop: repeat (until interrupted or
@@ -83,9 +76,7 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
         from selfi_ros.ros.node import ensure_localhost_discovery
 
         ensure_localhost_discovery()
-        from rclpy.signals import SignalHandlerOptions
-
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # SIGINT -> KeyboardInterrupt here
+        rclpy.init()
         node = rclpy.create_node("selfi_player")
     try:
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -104,29 +95,7 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
             time.sleep(0.05)
         if start_delay > 0:
             time.sleep(start_delay)
-        try:
-            count = _play_passes(node, path, types, pubs, clock_pub, rate, loop, max_loops, quiet)
-        except KeyboardInterrupt as stop:
-            count = stop.args[0] if stop.args and isinstance(stop.args[0], int) else 0
-            if not quiet:
-                print(f"selfi-ros play: interrupted after {count} messages", flush=True)
-            return count
-        if not quiet:
-            print(f"selfi-ros play: published {count} messages on {len(pubs)} topics", flush=True)
-        time.sleep(0.2)  # let reliable writers flush the last samples
-        return count
-    finally:
-        if own:
-            node.destroy_node()
-            rclpy.try_shutdown()
-
-
-def _play_passes(node, path: str, types: dict, pubs: dict, clock_pub, rate: float, loop: bool,
-                 max_loops: Optional[int], quiet: bool) -> int:
-    """The timed publishing loop of :func:`play`; returns the messages published. A Ctrl-C (or a context
-    shut down from outside) is re-raised as ``KeyboardInterrupt(count)`` carrying the count so far."""
-    count, loops = 0, 0
-    try:
+        count, loops = 0, 0
         while True:
             wall0, bag0 = None, None
             last_clock, clock_ns = 0.0, -1  # /clock never goes backwards within one pass
@@ -135,8 +104,6 @@ def _play_passes(node, path: str, types: dict, pubs: dict, clock_pub, rate: floa
                     wall0, bag0 = time.monotonic(), m.log_time_ns
                 target = wall0 + (m.log_time_ns - bag0) * 1e-9 / rate
                 while True:
-                    if not node.context.ok():  # shut down from outside (e.g. rclpy's own signal handler)
-                        raise KeyboardInterrupt
                     now = time.monotonic()
                     if clock_pub is not None and now - last_clock >= CLOCK_PERIOD_S:
                         clock_ns = _publish_clock(clock_pub, min(m.log_time_ns, bag0 + int((now - wall0) * rate * 1e9)),
@@ -154,9 +121,14 @@ def _play_passes(node, path: str, types: dict, pubs: dict, clock_pub, rate: floa
             loops += 1
             if not loop or (max_loops is not None and loops >= max_loops):
                 break
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(count) from None
-    return count
+        if not quiet:
+            print(f"selfi-ros play: published {count} messages on {len(pubs)} topics", flush=True)
+        time.sleep(0.2)  # let reliable writers flush the last samples
+        return count
+    finally:
+        if own:
+            node.destroy_node()
+            rclpy.try_shutdown()
 
 
 def _publish_clock(pub, ns: int, last_ns: int) -> int:
@@ -176,6 +148,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         play(args.bag, rate=args.rate, topics=args.topics, loop=args.loop, start_delay=args.start_delay,
              clock=args.clock, wait_subscribers=args.wait_subscribers, quiet=args.quiet)
-    except KeyboardInterrupt:  # before or after playback proper (rclpy start-up / shut-down)
-        print("selfi-ros play: interrupted", flush=True)
+    except KeyboardInterrupt:
+        pass
     return 0
