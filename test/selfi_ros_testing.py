@@ -261,3 +261,23 @@ def diag_values(arr) -> dict:
     out["_level"] = int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level)
     out["_message"] = st.message
     return out
+
+
+def node_and_client_factory(tmp_path):
+    """Generator behind the ``ros`` fixtures of the node tests: yields ``start(**params) -> (NodeProcess,
+    RosClient)`` (a LineBackend node in its own process and an in-process client on a fresh domain id, LOCALHOST
+    discovery); stops every pair it started when resumed."""
+    made = []
+
+    def start(**params):
+        d = free_domain_id()
+        node = NodeProcess(d, {"backend": "selfi_ros_testing:LineBackend", **FAST_ENGINE_PARAMS, **params},
+                           str(tmp_path / f"node{len(made)}.log"))
+        client = RosClient(d)
+        made.append((node, client))
+        return node, client
+
+    yield start
+    for node, client in made:
+        client.close()
+        node.stop()

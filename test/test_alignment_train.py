@@ -148,7 +148,7 @@ def test_load_bag_frames_reads_image_topic(tmp_path, monkeypatch):
     from selfi_ros.ros.bag import BagWriter
     from selfi_ros.ros.conversions import rgb8_to_compressed, rgb8_to_image
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for _ in range(3)]
+    frames = [rng.integers(0, 255, (40, 48, 3), dtype=np.uint8) for _ in range(3)]  # >= min_image_size_px
     path = str(tmp_path / "b.mcap")
     with BagWriter(path) as bag:
         for i, f in enumerate(frames):

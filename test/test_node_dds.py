@@ -15,8 +15,7 @@ from nav_msgs.msg import Odometry, Path  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from selfi_ros.ros.conversions import pointcloud2_to_points, stamp_to_ns, transform_stamped  # noqa: E402
-from selfi_ros_testing import (FAST_ENGINE_PARAMS, LINE_SPEED, WALL_DEPTH, NodeProcess, RosClient,  # noqa: E402
-                               free_domain_id, image_pair)
+from selfi_ros_testing import LINE_SPEED, WALL_DEPTH, image_pair, node_and_client_factory  # noqa: E402
 
 T0 = 1_000_000_000_000  # first image stamp (ns)
 DT = 100_000_000  # 10 Hz
@@ -25,20 +24,7 @@ DT = 100_000_000  # 10 Hz
 @pytest.fixture
 def ros(tmp_path):
     """Yield a factory starting (node, client); both are stopped at teardown."""
-    made = []
-
-    def start(**params):
-        d = free_domain_id()
-        node = NodeProcess(d, {"backend": "selfi_ros_testing:LineBackend", **FAST_ENGINE_PARAMS, **params},
-                           str(tmp_path / f"node{len(made)}.log"))
-        client = RosClient(d)
-        made.append((node, client))
-        return node, client
-
-    yield start
-    for node, client in made:
-        client.close()
-        node.stop()
+    yield from node_and_client_factory(tmp_path)
 
 
 def _publish_stream(client, node, n, static_tf=None):

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from selfi_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from selfi_ros.ros.params import DYNAMIC_PARAMETERS, check_parameter_update, default_parameters  # noqa: E402
-from selfi_ros_testing import FAST_ENGINE_PARAMS, NodeProcess, RosClient, free_domain_id, image_pair  # noqa: E402
+from selfi_ros_testing import image_pair, node_and_client_factory  # noqa: E402
 
 T0 = 1_000_000_000_000  # first image stamp (ns)
 DT = 100_000_000  # 10 Hz
@@ -27,20 +27,8 @@ NODE = "/selfi_node"
 
 @pytest.fixture
 def ros(tmp_path):
-    made = []
-
-    def start(**params):
-        d = free_domain_id()
-        node = NodeProcess(d, {"backend": "selfi_ros_testing:LineBackend", **FAST_ENGINE_PARAMS, **params},
-                           str(tmp_path / f"node{len(made)}.log"))
-        client = RosClient(d)
-        made.append((node, client))
-        return node, client
-
-    yield start
-    for node, client in made:
-        client.close()
-        node.stop()
+    """Yield a factory starting (node, client); both are stopped at teardown."""
+    yield from node_and_client_factory(tmp_path)
 
 
 def _service(c, srv_type, name, request, node, timeout=20.0):
