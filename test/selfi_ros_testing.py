@@ -281,3 +281,15 @@ def node_and_client_factory(tmp_path):
     for node, client in made:
         client.close()
         node.stop()
+
+
+def publish_image_pairs(client, pi, pc, stamps_ns: Sequence[int], gap_s: float = 0.08) -> list[int]:
+    """Publish a CameraInfo (on ``pc``) then its Image (on ``pi``) of :func:`image_pair` for every stamp, ``gap_s``
+    apart (the client keeps spinning meanwhile); returns the stamps (ns) in order."""
+    stamps = [int(t) for t in stamps_ns]
+    for t in stamps:
+        im, ci = image_pair(t)
+        pc.publish(ci)
+        pi.publish(im)
+        client.wait_for(lambda: False, gap_s)
+    return stamps

@@ -15,7 +15,8 @@ from nav_msgs.msg import Odometry, Path  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from selfi_ros.ros.conversions import pointcloud2_to_points, stamp_to_ns, transform_stamped  # noqa: E402
-from selfi_ros_testing import LINE_SPEED, WALL_DEPTH, image_pair, node_and_client_factory  # noqa: E402
+from selfi_ros_testing import (LINE_SPEED, WALL_DEPTH, image_pair, node_and_client_factory,  # noqa: E402
+                               publish_image_pairs)
 
 T0 = 1_000_000_000_000  # first image stamp (ns)
 DT = 100_000_000  # 10 Hz
@@ -33,14 +34,7 @@ def _publish_stream(client, node, n, static_tf=None):
     assert client.wait_subscribers(pi, node=node), f"node never subscribed:\n{node.log()[-2000:]}"
     assert client.wait_subscribers(pc, node=node)
     client.wait_for(lambda: False, 0.5)  # let the subscriber side finish matching too
-    stamps = []
-    for k in range(n):
-        im, ci = image_pair(T0 + k * DT)
-        pc.publish(ci)
-        pi.publish(im)
-        stamps.append(T0 + k * DT)
-        client.wait_for(lambda: False, 0.08)
-    return stamps
+    return publish_image_pairs(client, pi, pc, [T0 + k * DT for k in range(n)])
 
 
 def test_tf_and_clouds_arrive_with_true_geometry(ros):

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from selfi_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from selfi_ros.ros.params import DYNAMIC_PARAMETERS, check_parameter_update, default_parameters  # noqa: E402
-from selfi_ros_testing import image_pair, node_and_client_factory  # noqa: E402
+from selfi_ros_testing import node_and_client_factory, publish_image_pairs  # noqa: E402
 
 T0 = 1_000_000_000_000  # first image stamp (ns)
 DT = 100_000_000  # 10 Hz
@@ -56,14 +56,7 @@ def get_param(c, node, name):
 
 def _publish(c, node, first, n, pubs):
     pi, pc = pubs
-    stamps = []
-    for k in range(first, first + n):
-        im, ci = image_pair(T0 + k * DT)
-        pc.publish(ci)
-        pi.publish(im)
-        stamps.append(T0 + k * DT)
-        c.wait_for(lambda: False, 0.08)
-    return stamps
+    return publish_image_pairs(c, pi, pc, [T0 + k * DT for k in range(first, first + n)])
 
 
 def _tf_stamps(c):
