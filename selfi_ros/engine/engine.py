@@ -107,7 +107,8 @@ class Engine(ig.WindowIntegration):
     def __init__(self, backend: Backend, config: Optional[EngineConfig] = None) -> None:
         if not isinstance(backend, Backend):
             missing = [m for m in ("name", "random_weights", "reconstruct_window", "localize", "reset", "status",
-                                   "set_idle", "close") if not hasattr(backend, m)]
+                                   "set_idle", "close", "supports_map", "map_signature", "export_window",
+                                   "load_window", "localize_in", "describe") if not hasattr(backend, m)]
             raise TypeError(f"{type(backend).__name__} is not a Backend: missing {', '.join(missing)} "
                             "(derive from selfi_ros.engine.backend.BackendBase for the optional members)")
         self.backend = backend

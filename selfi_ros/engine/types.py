@@ -124,6 +124,8 @@ class WindowReconstruction:
         intrinsics_image: optional (S, 3, 3) intrinsics in pixels of each anchor's *input* image (for
             backends whose grid is cropped/padded, so a plain resize of ``intrinsics`` would be wrong);
             the engine falls back to rescaling ``intrinsics`` by the size ratio when None.
+        descriptors: optional (S, D) float32 L2-normalised global descriptors of the anchors (what
+            ``Backend.describe`` would give), when the backend gets them for free while reconstructing.
     """
 
     window_id: int
@@ -144,6 +146,7 @@ class WindowReconstruction:
     backend: str = ""
     random_weights: bool = False
     intrinsics_image: Optional[np.ndarray] = None
+    descriptors: Optional[np.ndarray] = None
 
     @property
     def num_frames(self) -> int:
@@ -166,6 +169,8 @@ class LocalizationResult:
             checked), "ok", "flagged" (disagrees, kept), "rejected" (disagrees, extrinsics None) or
             "unverified" (PnP failed).
         geometric_extrinsics: (3, 4) float64 camera-from-window PnP pose of that check, or None.
+        inliers: 2D-3D correspondences supporting ``extrinsics`` (PnP RANSAC inliers; 0 where the backend has
+            no such notion), for loop-closure verification.
     """
 
     stamp_ns: int
@@ -178,6 +183,7 @@ class LocalizationResult:
     reason: str = ""
     check: str = ""
     geometric_extrinsics: Optional[np.ndarray] = None
+    inliers: int = 0
 
 
 @dataclass
