@@ -32,6 +32,7 @@ setup(
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.rviz"))),
         (f"share/{PACKAGE}/msg", sorted(glob("msg/*.msg"))),
+        (f"share/{PACKAGE}/srv", sorted(glob("srv/*.srv"))),
         (f"share/{PACKAGE}/data/sample", sorted(glob("data/sample/*"))),
     ],
     install_requires=["numpy", "scipy", "pyyaml"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build this package's ROS 2 interfaces (msg/*.msg -> selfi_ros.msg) into a Python venv that holds the
+# Build this package's ROS 2 interfaces (msg/*.msg -> selfi_ros.msg, srv/*.srv -> selfi_ros.srv) into a Python venv that holds the
 # ROS 2 Kilted PyPI wheels, and tf2_msgs/TFMessage where the venv has no tf2_msgs (not on PyPI).
 # Recipe: /work/shared/ROS_ENV.md (AMENT_PREFIX_PATH=$VENV while configuring; wheel CMake exports patched
 # to this interpreter's include paths). Idempotent; returns in about a second when nothing changed.
@@ -94,9 +94,9 @@ CM
 fi
 
 # --- selfi_ros interfaces -----------------------------------------------------------------------
-HASH="$(cat "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg | sha256sum | cut -c1-16)"
+HASH="$(cat "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv | sha256sum | cut -c1-16)"
 STAMP="$VENV/share/selfi_ros/interfaces.sha"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && pycheck "from selfi_ros.msg import SelfiStatus"; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && pycheck "from selfi_ros.msg import SelfiStatus; from selfi_ros.srv import SaveMap, LoadMap"; then
   echo "build_interfaces: selfi_ros interfaces up to date"
 else
   patch_exports
@@ -112,7 +112,7 @@ else
   # then uninstall the whole selfi_ros/ folder (generated msg/ included). pip's own dist-info lists only its
   # files, so it can replace the Python package while msg/ stays.
   rm -rf "$SP"/selfi_ros-*.egg-info
-  pycheck "from selfi_ros.msg import SelfiStatus" || { echo "build_interfaces: selfi_ros.msg not importable" >&2; exit 1; }
+  pycheck "from selfi_ros.msg import SelfiStatus; from selfi_ros.srv import SaveMap, LoadMap" || { echo "build_interfaces: selfi_ros.msg / selfi_ros.srv not importable" >&2; exit 1; }
   echo "$HASH" >"$STAMP"
 fi
 echo "build_interfaces: done (prefix $VENV)"

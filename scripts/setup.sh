@@ -29,7 +29,7 @@ fi
 echo "[setup] building ROS interfaces"
 VENV="$VENV" bash scripts/build_interfaces.sh
 
-SRC_HASH=$(find selfi_ros launch config resource msg setup.py setup.cfg package.xml -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+SRC_HASH=$(find selfi_ros launch config resource msg srv setup.py setup.cfg package.xml -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.selfi_installed" 2>/dev/null)" != "$SRC_HASH" ]; then
   echo "[setup] installing selfi_ros into $VENV"
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . 2> >(grep -v "is ignored: it is neither" >&2)

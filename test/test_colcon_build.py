@@ -16,7 +16,7 @@ from selfi_ros_testing import REPO, free_domain_id, ros_env
 
 VENV = sys.prefix
 COLCON = os.path.join(VENV, "bin", "colcon")
-PKG_PATHS = ["package.xml", "CMakeLists.txt", "msg", "selfi_ros", "scripts", "launch", "config", "resource", "data",
+PKG_PATHS = ["package.xml", "CMakeLists.txt", "msg", "srv", "selfi_ros", "scripts", "launch", "config", "resource", "data",
              "test"]
 #: a fast, ROS-free test file of the suite (numpy/scipy only, ~1 s)
 FAST_TEST = "test_geometry_sim3"
