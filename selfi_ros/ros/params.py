@@ -49,6 +49,7 @@ class NodeConfig:
     no_image_warn_s: float = 5.0  # diagnostics warn when no image arrived for this long (s)
     min_image_size_px: int = 32  # images narrower or lower than this are rejected, image_too_small (px)
     resolution_change_frames: int = 5  # a new image size starts a new map after this many images of it in a row
+    rectify: bool = True  # undistort images with the CameraInfo D, R, P; false: already rectified (image_rect), K = P
     time_jump_threshold_s: float = 1.0  # a stamp this far before the last one is a time jump, not a late frame (s)
     time_jump_action: str = "new_map"  # after a time jump: new_map (reset the engine and the stamp order)
     # frames (REP-105 / REP-103)
