@@ -50,3 +50,43 @@ def test_play_bag_over_dds(tmp_path):
         assert clocks and clocks == sorted(clocks) and T0 <= clocks[-1] <= T0 + 250_000_001
     finally:
         c.close()
+
+
+def test_play_ctrl_c_exits_0_with_a_count(tmp_path):
+    """SIGINT to `selfi-ros play --loop` while it plays: exit status 0, 'interrupted after N messages', no
+    traceback. Robust against a loaded machine: the signal is sent only after this process has received a
+    message from the player (so the player is inside its playing loop), and every wait is generous."""
+    import re
+    import signal
+
+    bag = str(tmp_path / "loop.mcap")
+    with BagWriter(bag) as w:
+        for k in range(20):
+            im, ci = image_pair(T0 + k * 100_000_000, seed=k)
+            w.write("/camera/camera_info", ci, T0 + k * 100_000_000)
+            w.write("/camera/image_raw", im, T0 + k * 100_000_000 + 1)
+    d = free_domain_id()
+    c = RosClient(d)
+    out_path, err_path = tmp_path / "play.out", tmp_path / "play.err"
+    try:
+        c.record(Image, "/camera/image_raw")
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "selfi_ros.cli", "play", bag, "--loop",
+                                     "--wait-subscribers", "30"], cwd=REPO, env=ros_env(d), stdout=out, stderr=err)
+            try:
+                got = c.wait_for(lambda: len(c.get("/camera/image_raw")) >= 2 or proc.poll() is not None, 120)
+                assert got and proc.poll() is None, (out_path.read_text(), err_path.read_text())
+                proc.send_signal(signal.SIGINT)
+                rc = proc.wait(120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        stdout, stderr = out_path.read_text(), err_path.read_text()
+        assert rc == 0, stdout + stderr
+        assert "Traceback" not in stderr + stdout and "RCLError" not in stderr, stderr
+        m = re.search(r"interrupted after (\d+) messages", stdout)
+        assert m, stdout
+        assert int(m.group(1)) >= 2  # at least the images this process received
+    finally:
+        c.close()

@@ -6,6 +6,13 @@ log-time order, at ``--rate`` times the recorded speed; ``--clock`` also publish
 (rosgraph_msgs/Clock, the bag's log time) for nodes with ``use_sim_time:=true``. ``/tf_static`` is
 published latched (transient local), everything else reliable keep-last.
 
+Ctrl-C (SIGINT) or SIGTERM stops playback cleanly, as ``ros2 bag play`` does: ``selfi-ros play: interrupted
+after N messages`` is printed, the node is destroyed, the context shut down, and ``selfi-ros play`` exits
+with status 0 and no traceback. The player's own context is initialised without rclpy's signal handlers
+(``SignalHandlerOptions.NO``), so that the signal arrives as a Python ``KeyboardInterrupt`` in the playing
+loop instead of invalidating the context under a ``publish``; with a caller's ``node``, a context shut down
+from outside ends playback the same way (the count so far is returned).
+
 Usage::
 
     selfi-ros play data/sample.mcap --rate 0.5 --topics /camera/image_raw /camera/camera_info --clock
@@ -73,11 +80,14 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
 
     own = node is None
     if own:
+        from rclpy.signals import SignalHandlerOptions
+
         from selfi_ros.ros.node import ensure_localhost_discovery
 
         ensure_localhost_discovery()
-        rclpy.init()
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # SIGINT -> KeyboardInterrupt in the loop
         node = rclpy.create_node("selfi_player")
+    progress = [0]  # messages published so far (read when interrupted)
     try:
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
@@ -95,40 +105,59 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
             time.sleep(0.05)
         if start_delay > 0:
             time.sleep(start_delay)
-        count, loops = 0, 0
-        while True:
-            wall0, bag0 = None, None
-            last_clock, clock_ns = 0.0, -1  # /clock never goes backwards within one pass
-            for m in read_messages(path, topics=list(types), deserialize=False):
-                if wall0 is None:
-                    wall0, bag0 = time.monotonic(), m.log_time_ns
-                target = wall0 + (m.log_time_ns - bag0) * 1e-9 / rate
-                while True:
-                    now = time.monotonic()
-                    if clock_pub is not None and now - last_clock >= CLOCK_PERIOD_S:
-                        clock_ns = _publish_clock(clock_pub, min(m.log_time_ns, bag0 + int((now - wall0) * rate * 1e9)),
-                                                  clock_ns)
-                        last_clock = now
-                    if now >= target:
-                        break
-                    time.sleep(min(target - now, CLOCK_PERIOD_S))
-                if clock_pub is not None:
-                    clock_ns = _publish_clock(clock_pub, m.log_time_ns, clock_ns)
-                pubs[m.topic].publish(m.data)  # stored CDR bytes, published as they are
-                count += 1
-                if not quiet and count % 100 == 0:
-                    print(f"selfi-ros play: {count} messages", flush=True)
-            loops += 1
-            if not loop or (max_loops is not None and loops >= max_loops):
-                break
+        try:
+            _play_passes(node, path, types, pubs, clock_pub, rate, loop, max_loops, quiet, progress)
+        except KeyboardInterrupt:
+            if not quiet:
+                print(f"selfi-ros play: interrupted after {progress[0]} messages", flush=True)
+            return progress[0]
         if not quiet:
-            print(f"selfi-ros play: published {count} messages on {len(pubs)} topics", flush=True)
+            print(f"selfi-ros play: published {progress[0]} messages on {len(pubs)} topics", flush=True)
         time.sleep(0.2)  # let reliable writers flush the last samples
-        return count
+        return progress[0]
     finally:
         if own:
             node.destroy_node()
             rclpy.try_shutdown()
+
+
+def _play_passes(node, path: str, types: dict, pubs: dict, clock_pub, rate: float, loop: bool,
+                 max_loops: Optional[int], quiet: bool, progress: list) -> None:
+    """The timed publishing loop of :func:`play`; ``progress[0]`` counts the messages published. A context
+    shut down from outside ends it with ``KeyboardInterrupt`` (as a Ctrl-C does)."""
+    loops = 0
+    while True:
+        wall0, bag0 = None, None
+        last_clock, clock_ns = 0.0, -1  # /clock never goes backwards within one pass
+        for m in read_messages(path, topics=list(types), deserialize=False):
+            if wall0 is None:
+                wall0, bag0 = time.monotonic(), m.log_time_ns
+            target = wall0 + (m.log_time_ns - bag0) * 1e-9 / rate
+            while True:
+                if not node.context.ok():  # shut down from outside (a caller's node, rclpy's handler)
+                    raise KeyboardInterrupt
+                now = time.monotonic()
+                if clock_pub is not None and now - last_clock >= CLOCK_PERIOD_S:
+                    clock_ns = _publish_clock(clock_pub, min(m.log_time_ns, bag0 + int((now - wall0) * rate * 1e9)),
+                                              clock_ns)
+                    last_clock = now
+                if now >= target:
+                    break
+                time.sleep(min(target - now, CLOCK_PERIOD_S))
+            if clock_pub is not None:
+                clock_ns = _publish_clock(clock_pub, m.log_time_ns, clock_ns)
+            try:
+                pubs[m.topic].publish(m.data)  # stored CDR bytes, published as they are
+            except Exception:  # noqa: BLE001 - a context shut down under the publish: playback ends
+                if not node.context.ok():
+                    raise KeyboardInterrupt from None
+                raise
+            progress[0] += 1
+            if not quiet and progress[0] % 100 == 0:
+                print(f"selfi-ros play: {progress[0]} messages", flush=True)
+        loops += 1
+        if not loop or (max_loops is not None and loops >= max_loops):
+            return
 
 
 def _publish_clock(pub, ns: int, last_ns: int) -> int:
@@ -144,10 +173,17 @@ def _publish_clock(pub, ns: int, last_ns: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``selfi-ros play`` entry (see :func:`add_arguments`)."""
+    """``selfi-ros play`` entry (see :func:`add_arguments`): exit status 0 also after Ctrl-C / SIGTERM."""
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C (ros2 launch sends SIGINT, then SIGTERM)
     try:
         play(args.bag, rate=args.rate, topics=args.topics, loop=args.loop, start_delay=args.start_delay,
              clock=args.clock, wait_subscribers=args.wait_subscribers, quiet=args.quiet)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # before or after playback proper (rclpy start-up, shut-down)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("selfi-ros play: interrupted", flush=True)
     return 0
