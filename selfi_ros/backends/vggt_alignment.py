@@ -466,10 +466,11 @@ class SelfiAlignment:
         return r.extrinsics, r.K, r.depth, (unproject_depth(r.depth, r.K, r.extrinsics) if pts is not None else None)
 
     def check_results(self, results: List[LocalizationResult], feats: torch.Tensor,
-                      Ks_net: List[Optional[np.ndarray]]) -> None:
-        """Pose check of every successful result against the current anchors (in place): ``check``,
-        ``geometric_extrinsics`` and, for a disagreement, ``reason`` (and, in "reject" mode, a failure)."""
-        store = self.anchor_store
+                      Ks_net: List[Optional[np.ndarray]], store: Optional[AnchorFeatureStore] = None) -> None:
+        """Pose check of every successful result against ``store`` (default: the current anchors; in place):
+        ``check``, ``geometric_extrinsics``, ``inliers`` (the PnP inliers when the check is "ok", else 0) and, for
+        a disagreement, ``reason`` (and, in "reject" mode, a failure)."""
+        store = self.anchor_store if store is None else store
         for i, r in enumerate(results):
             if r.extrinsics is None or Ks_net[i] is None:
                 continue
@@ -477,6 +478,7 @@ class SelfiAlignment:
                             num_anchors=self.num_anchors)
             self.counts.pose_checks += 1
             r.geometric_extrinsics = c.pnp.extrinsics
+            r.inliers = int(c.pnp.num_inliers) if c.check == "ok" else 0
             if c.check in ("ok", "unverified"):
                 r.check = c.check
                 if c.check == "ok":
