@@ -23,6 +23,8 @@ SAMPLE_BAG = os.path.join(REPO, "data", "sample", "woodbox_orbit.mcap")
 IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw/compressed", "/camera/camera_info"
 K = np.array([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
 MS = 1_000_000
+#: the barrel distortion of the issue (plumb_bob k1 k2 p1 p2 k3)
+ISSUE_D = np.array([-0.35, 0.12, 0.001, -0.002, 0.0])
 
 
 def pair(stamp_ns, w=32, h=24, info_stamp=None, info_size=None, value=0):
@@ -100,10 +102,96 @@ def test_fixed_intrinsics_without_pairing():
     assert ev[0].frame.frame_id == "optical"
 
 
+# ------------------------------------------------------------------------------ lens distortion
+def _distorted_info(model, stamp_ns):
+    from selfi_ros.ros.conversions import camera_model_to_camera_info
+
+    return camera_model_to_camera_info(model, stamp_ns, "cam")
+
+
+def test_distorted_camera_info_gives_rectified_frames():
+    """A plumb_bob / equidistant CameraInfo: the frame is the rectified image (dots of known 3D points where
+    the pinhole Frame.K projects them) and Frame.K is P's 3x3 - not the raw image with K (the old behaviour)."""
+    import test_camera_model as tc
+
+    for name in ("plumb_bob", "equidistant"):
+        model = tc._model(name)
+        q, X, raw = tc._scene(model)
+        fi = FrameInput(InputConfig())
+        fi.add_camera_info(_distorted_info(model, 7 * MS), 0.0)
+        ev = fi.add_image(rgb8_to_image(tc._dots((tc.W, tc.H), raw), 7 * MS, "cam"), 0.0)
+        assert kinds(ev) == [("frame", "synced")]
+        f = ev[0].frame
+        np.testing.assert_array_equal(f.K, model.P[:, :3])
+        assert not np.array_equal(f.K, model.K)
+        expected = tc._pinhole(f.K, X @ model.R.T)
+        tc.assert_close_rel(tc._centroids(f.image, expected), expected, rel=1e-3)
+        # already rectified images (rectify:=false): used as they are, with P's intrinsics
+        fi = FrameInput(InputConfig(rectify=False))
+        fi.add_camera_info(_distorted_info(model, 7 * MS), 0.0)
+        img = tc._dots((tc.W, tc.H), raw)
+        f = fi.add_image(rgb8_to_image(img, 7 * MS, "cam"), 0.0)[0].frame
+        np.testing.assert_array_equal(f.image, img)
+        np.testing.assert_array_equal(f.K, model.P[:, :3])
+
+
+def test_unsupported_model_is_a_counted_rejection_and_maps_are_cached():
+    from selfi_ros.data.camera_model import CameraModel
+
+    fi = FrameInput(InputConfig())
+    bad = CameraModel(32, 24, "kannala_brandt", K, D=[0.1, 0.01, 0.0, 0.0])
+    assert kinds(fi.add_camera_info(_distorted_info(bad, 1 * MS), 0.0)) == []
+    ev = fi.add_image(pair(1 * MS)[0], 0.0)
+    assert kinds(ev) == [("rejected", "unsupported_camera_model")]
+    assert "kannala_brandt" in ev[0].detail and "rectify" in ev[0].detail
+    # rectify:=false: the images are rectified already, the model does not matter
+    fi = FrameInput(InputConfig(rectify=False))
+    fi.add_camera_info(_distorted_info(bad, 1 * MS), 0.0)
+    assert kinds(fi.add_image(pair(1 * MS)[0], 0.0)) == [("frame", "synced")]
+    # one Rectifier (maps computed once) for a CameraInfo repeated at camera rate
+    dist = CameraModel(32, 24, "plumb_bob", K, D=ISSUE_D)
+    fi = FrameInput(InputConfig())
+    for i in range(1, 6):
+        fi.add_camera_info(_distorted_info(dist, i * MS), 0.0)
+        assert kinds(fi.add_image(pair(i * MS, value=100)[0], 0.0)) == [("frame", "synced")]
+    assert len(fi._rectifiers) == 1
+
+
+def test_binning_and_roi_size_and_intrinsics():
+    """A 2x2-binned ROI CameraInfo: images of the binned ROI size are accepted with the hand-computed
+    intrinsics (principal point shifted by the ROI offset, then halved); full-size images are rejected."""
+    from selfi_ros.data.camera_model import CameraModel, Roi
+
+    Kf = np.array([[100.0, 0, 40.5], [0, 104.0, 30.25], [0, 0, 1]])
+    m = CameraModel(80, 60, "plumb_bob", Kf, D=np.zeros(5), binning_x=2, binning_y=2,
+                    roi=Roi(x_offset=8, y_offset=4, width=64, height=48))
+    fi = FrameInput(InputConfig())
+    fi.add_camera_info(_distorted_info(m, 1 * MS), 0.0)
+    ev = fi.add_image(pair(1 * MS, w=32, h=24)[0], 0.0)
+    assert kinds(ev) == [("frame", "synced")]
+    np.testing.assert_allclose(ev[0].frame.K, [[50.0, 0, 16.25], [0, 52.0, 13.125], [0, 0, 1]], rtol=1e-15)
+    fi.add_camera_info(_distorted_info(m, 2 * MS), 0.1)
+    ev = fi.add_image(pair(2 * MS, w=80, h=60)[0], 0.1)
+    assert kinds(ev) == [("rejected", "size_mismatch")] and "32x24" in ev[0].detail
+
+
+def test_camera_info_round_trip_every_field():
+    from selfi_ros.data.camera_model import CameraModel, Roi
+    from selfi_ros.ros.conversions import camera_info_to_model
+
+    m = CameraModel(640, 480, "rational_polynomial", [[400.0, 0, 320], [0, 401, 240], [0, 0, 1]],
+                    D=[-0.3, 0.1, 0.001, -0.001, 0.0, 0.05, 0.02, 0.0],
+                    R=[[1, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]],
+                    P=[[350.0, 0, 300, -35], [0, 350, 250, 0], [0, 0, 1, 0]],
+                    binning_x=2, binning_y=1, roi=Roi(10, 20, 300, 200, True))
+    assert camera_info_to_model(_distorted_info(m, 5)) == m
+
+
 # ------------------------------------------------------------------------------ one road: node == offline
 def _write_variant(src, dst, n_images, variant):
     """First ``n_images`` image/CameraInfo pairs of the sample bag; ``size``: every third CameraInfo says
-    another size; ``unmatched``: CameraInfo stamps 20 ms off (never within 5 ms) and none for the first 3."""
+    another size; ``unmatched``: CameraInfo stamps 20 ms off (never within 5 ms) and none for the first 3;
+    ``distorted``: every CameraInfo with the issue's plumb_bob D and a P of 0.9 times the focal length."""
     n = 0
     with BagWriter(dst) as w:
         for m in read_messages(src, topics=[IMAGE_TOPIC, INFO_TOPIC]):
@@ -114,6 +202,12 @@ def _write_variant(src, dst, n_images, variant):
                     break
             elif variant == "size" and n % 3 == 0:
                 msg.width += 8
+            elif variant == "distorted":
+                msg.d = [float(v) for v in ISSUE_D]
+                p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+                p[0, 0] *= 0.9
+                p[1, 1] *= 0.9
+                msg.p = p.ravel().tolist()
             elif variant == "unmatched":
                 if n < 3:
                     continue
@@ -186,7 +280,7 @@ def _through_node(bag):
         rclpy.shutdown(context=ctx)
 
 
-@pytest.mark.parametrize("variant", ["plain", "size", "unmatched"])
+@pytest.mark.parametrize("variant", ["plain", "size", "unmatched", "distorted"])
 def test_node_input_path_equals_frames_from_bag(tmp_path, variant):
     from selfi_ros.apps.reconstruct import frames_from_bag
 
@@ -201,6 +295,19 @@ def test_node_input_path_equals_frames_from_bag(tmp_path, variant):
         assert len(offline) == 12 and not counts
     elif variant == "size":
         assert counts.get("size_mismatch", 0) == 4 and len(offline) == 8
+    elif variant == "distorted":  # rectified on both roads: K is P's 3x3, pixels differ from the raw ones
+        from dataclasses import replace
+
+        from selfi_ros.ros.params import NodeConfig
+
+        raw = list(frames_from_bag(bag, input_config=replace(InputConfig.from_node_config(NodeConfig()),
+                                                             rectify=False)))
+        assert len(offline) == 12 and not counts
+        fx = next(iter(read_messages(bag, topics=[INFO_TOPIC]))).message.k[0]
+        for f, r in zip(offline, raw):
+            np.testing.assert_allclose(f.K, r.K)  # K = P's 3x3 either way
+            assert abs(f.K[0, 0] - 0.9 * fx) < 1e-9
+            assert np.abs(f.image.astype(int) - r.image.astype(int)).mean() > 5.0
     else:
         assert counts.get("camera_info_unsynced", 0) == 12 and len(offline) == 12
         assert all(f.K is not None for f in offline)

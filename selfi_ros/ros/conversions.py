@@ -15,9 +15,9 @@ Compressed images are decoded with OpenCV (``cv2.imdecode``), YUV and Bayer enco
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import numpy as np
 
+from selfi_ros.data.camera_model import CameraModel, CameraModelError, Roi
 from selfi_ros.ros.spatial import (
     odometry, odometry_to_sample, pack_rgb, pointcloud2_to_array, pointcloud2_to_points, points_to_pointcloud2,
     pose_covariance, pose_estimate_to_msgs, pose_stamped, pose_to_matrix, tf_message, transform_stamped,
@@ -27,7 +27,7 @@ from selfi_ros.ros.stamps import ConversionError, bytes_view, ns_to_stamp, stamp
 __all__ = [  # this module's own names and the re-exported ones
     "ConversionError", "stamp_to_ns", "ns_to_stamp", "bytes_view", "IMAGE_ENCODINGS", "image_to_array",
     "image_to_rgb8", "compressed_to_rgb8", "rgb8_to_image", "rgb8_to_compressed", "CameraModel",
-    "camera_info_to_model", "K_to_camera_info",
+    "camera_info_to_model", "camera_model_to_camera_info", "K_to_camera_info",
     "odometry", "odometry_to_sample", "pack_rgb", "pointcloud2_to_array", "pointcloud2_to_points",
     "points_to_pointcloud2", "pose_covariance", "pose_estimate_to_msgs", "pose_stamped", "pose_to_matrix",
     "tf_message", "transform_stamped", "transform_to_matrix", "unpack_rgb"]
@@ -251,41 +251,47 @@ def rgb8_to_compressed(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str =
     return msg
 
 
-@dataclass
-class CameraModel:
-    """Intrinsics from a ``sensor_msgs/CameraInfo``.
-
-    Attributes:
-        K: (3, 3) float64 pixels of a ``width x height`` image.
-        width, height: calibrated image size (pixels; 0 when the driver left them unset).
-        distortion_model: e.g. ``plumb_bob``; D: distortion coefficients (not applied by the engine).
-    """
-
-    K: np.ndarray
-    width: int
-    height: int
-    distortion_model: str = ""
-    D: tuple = ()
-
-
 def camera_info_to_model(msg) -> CameraModel:
-    """``sensor_msgs/CameraInfo`` -> :class:`CameraModel`, validated.
+    """``sensor_msgs/CameraInfo`` -> :class:`~selfi_ros.data.camera_model.CameraModel` (K, D, R, P,
+    ``distortion_model``, binning and ROI of the message; R / P left all zero by a driver become I / [K | 0]),
+    validated. An unknown distortion model is kept (its :class:`~selfi_ros.data.camera_model.Rectifier`
+    refuses it).
 
     Raises:
         ConversionError: non-finite K, fx or fy <= 0 (``K[0] == 0`` marks an uncalibrated camera),
-            ``K[8] != 1``, principal point outside the image, or a negative/huge size.
+            ``K[8] != 1``, principal point outside the image, a negative/huge size, a D length the model
+            does not have, R not a rotation, P not a projection, an ROI outside the image.
     """
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(K)):
-        raise ConversionError(f"CameraInfo K has NaN/inf: {K.ravel().tolist()}")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ConversionError(f"CameraInfo K has fx={K[0, 0]}, fy={K[1, 1]} (must be > 0; 0 = uncalibrated)")
-    if abs(K[2, 2] - 1.0) > 1e-6 or np.any(K[2, :2] != 0) or K[1, 0] != 0:
-        raise ConversionError(f"CameraInfo K is not an upper-triangular intrinsics matrix: {K.ravel().tolist()}")
-    w, h = int(msg.width), int(msg.height)
-    if w > 0 and h > 0 and not (0 <= K[0, 2] <= w and 0 <= K[1, 2] <= h):
-        raise ConversionError(f"CameraInfo principal point ({K[0, 2]}, {K[1, 2]}) outside {w}x{h}")
-    return CameraModel(K=K, width=w, height=h, distortion_model=str(msg.distortion_model), D=tuple(msg.d))
+    r = msg.roi
+    try:
+        return CameraModel(width=int(msg.width), height=int(msg.height), distortion_model=str(msg.distortion_model),
+                           K=np.asarray(msg.k, dtype=np.float64), D=np.asarray(msg.d, dtype=np.float64),
+                           R=np.asarray(msg.r, dtype=np.float64), P=np.asarray(msg.p, dtype=np.float64),
+                           binning_x=int(msg.binning_x), binning_y=int(msg.binning_y),
+                           roi=Roi(int(r.x_offset), int(r.y_offset), int(r.width), int(r.height), bool(r.do_rectify)))
+    except CameraModelError as e:
+        raise ConversionError(f"CameraInfo {e}") from None
+
+
+def camera_model_to_camera_info(model: CameraModel, stamp_ns: int, frame_id: str):
+    """:class:`~selfi_ros.data.camera_model.CameraModel` -> ``sensor_msgs/CameraInfo`` (every field: size,
+    distortion model, D, K, R, P, binning, ROI); :func:`camera_info_to_model` reads it back equal."""
+    from sensor_msgs.msg import CameraInfo
+
+    msg = CameraInfo()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = model.width, model.height
+    msg.distortion_model = model.distortion_model
+    msg.d = [float(v) for v in model.D]
+    msg.k = model.K.ravel().tolist()
+    msg.r = model.R.ravel().tolist()
+    msg.p = model.P.ravel().tolist()
+    msg.binning_x, msg.binning_y = model.binning_x, model.binning_y
+    r = model.roi
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = r.x_offset, r.y_offset, r.width, r.height
+    msg.roi.do_rectify = bool(r.do_rectify)
+    return msg
 
 
 def K_to_camera_info(K: np.ndarray, width: int, height: int, stamp_ns: int, frame_id: str):

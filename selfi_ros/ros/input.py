@@ -17,12 +17,20 @@ and returns :class:`InputEvent` s - accepted frames, rejections and drops with t
 * validation (rejections, bad content): undecodable image or unsupported encoding (``bad_image``), a JPEG
   that decodes only with libjpeg warnings - truncated data, corrupt entropy-coded data, extraneous bytes
   (``corrupt_image``, :func:`jpeg_corruption`), invalid CameraInfo (``bad_camera_info``), image size
-  differing from the CameraInfo's ``width x height`` (``size_mismatch``), an image smaller than
+  differing from the size the CameraInfo sends - ``width x height``, or its ROI's size, divided by the
+  binning - (``size_mismatch``), a CameraInfo whose distortion model cannot be rectified
+  (``unsupported_camera_model``; only with ``rectify``), an image smaller than
   ``min_image_size_px`` on a side (``image_too_small``), a Frame that cannot be built (``bad_frame``);
 * resolution change: an image whose size differs from the accepted frames' is rejected
   (``resolution_changed``) until ``resolution_change_frames`` consecutive images of that same new size
   arrived; the last of them starts a new map (a ``restart`` event ``resolution_change`` before it), so
   that a window never mixes sizes and a single odd frame never restarts the map;
+* rectification (``rectify``, the default): each image is undistorted with its CameraInfo's K, D, R and
+  P (``plumb_bob``, ``rational_polynomial``, ``equidistant``; :class:`selfi_ros.data.camera_model.Rectifier`,
+  maps computed once per distinct CameraInfo) and ``Frame.K`` is the rectified image's intrinsics, P's 3x3
+  with binning and ROI applied (ROS ``image_geometry.PinholeCameraModel``); a CameraInfo without distortion
+  and with ``R = I`` costs nothing (the image is used as it is, with K). ``rectify=False``: the images are
+  already rectified (``image_proc``'s ``image_rect`` next to the raw CameraInfo) and ``Frame.K`` is P's 3x3;
 * order: a stamp more than ``time_jump_threshold_s`` before the last accepted one is a time jump (a bag
   replayed or looped, a simulated clock restarted, a driver restart, an NTP step): the stamp order is
   forgotten and a ``restart`` event ``time_jump`` precedes the frame (the node starts a new map, as
@@ -42,6 +50,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from selfi_ros.data.camera_model import Rectifier, RectifierCache, UnsupportedCameraModel
 from selfi_ros.engine.types import Frame
 from selfi_ros.ros import conversions as cv
 
@@ -63,6 +72,7 @@ class InputConfig:
     time_jump_threshold_s: float = 1.0  # a stamp this far before the last accepted one is a time jump (s)
     min_image_size_px: int = 1  # smaller width or height: rejected, image_too_small (px; the node: 32)
     resolution_change_frames: int = 5  # consecutive images of a new size that start a new map at that size
+    rectify: bool = True  # undistort with the CameraInfo (D, R, P); False: images already rectified, K = P's 3x3
 
     @classmethod
     def from_node_config(cls, cfg: Any) -> "InputConfig":
@@ -70,7 +80,8 @@ class InputConfig:
         return cls(sync_threshold_ms=cfg.sync_threshold_ms, camera_info_wait_s=cfg.camera_info_wait_s,
                    camera_info_timeout_s=cfg.camera_info_timeout_s, qos_depth=cfg.qos_depth,
                    camera_frame=cfg.camera_frame, time_jump_threshold_s=cfg.time_jump_threshold_s,
-                   min_image_size_px=cfg.min_image_size_px, resolution_change_frames=cfg.resolution_change_frames)
+                   min_image_size_px=cfg.min_image_size_px, resolution_change_frames=cfg.resolution_change_frames,
+                   rectify=cfg.rectify)
 
 
 @dataclass
@@ -110,7 +121,9 @@ class _Pending:
 class _Info:
     stamp_ns: int
     model: Optional[cv.CameraModel]
-    error: str
+    error: str  # why the message is invalid (model None)
+    rectifier: Optional[Rectifier] = None  # (rectify) None with model set: unsupported, ``unsupported`` says why
+    unsupported: str = ""
 
 
 class FrameInput:
@@ -134,6 +147,7 @@ class FrameInput:
         self._new_size_count = 0  # ... this many times
         self.images_in = 0  # image messages fed (the index of the next frame)
         self.camera_frame = self.config.camera_frame  # frame_id of the frames (first image's when unset)
+        self._rectifiers = RectifierCache(maxsize=4)  # maps per distinct CameraInfo
 
     # ------------------------------------------------------------------------------------ feeding
     def add_image(self, msg, now_s: float) -> list[InputEvent]:
@@ -178,6 +192,11 @@ class FrameInput:
             except cv.ConversionError as e:
                 info = _Info(stamp, None, str(e))
                 out.append(InputEvent("warning", "bad_camera_info_msg", f"bad CameraInfo: {e}"))
+            if info.model is not None and self.config.rectify:
+                try:
+                    info.rectifier = self._rectifiers.get(info.model)
+                except UnsupportedCameraModel as e:
+                    info.unsupported = f"CameraInfo {e}: set rectify:=false if the images are already rectified"
             self._infos.append(info)
             still: collections.deque = collections.deque()
             for p in self._pending:
@@ -241,10 +260,15 @@ class FrameInput:
             return out + [InputEvent("rejected", "bad_camera_info", info.error)]
         elif info is not None:
             m = info.model
-            if m.width > 0 and m.height > 0 and (m.width, m.height) != (w, h):
+            want = m.image_size
+            if want != (0, 0) and want != (w, h):
+                how_sized = "" if want == (m.width, m.height) else f" ({m.width}x{m.height}, ROI and binning applied)"
                 return out + [InputEvent("rejected", "size_mismatch",
-                                         f"image {w}x{h} but CameraInfo {m.width}x{m.height}")]
-            K = m.K
+                                         f"image {w}x{h} but CameraInfo {want[0]}x{want[1]}{how_sized}")]
+            if self.config.rectify and info.rectifier is None:
+                return out + [InputEvent("rejected", "unsupported_camera_model", info.unsupported)]
+            rectifier = info.rectifier
+            K = rectifier.K_rect if rectifier is not None else m.projection()[:, :3]
             if how == "latest":
                 out.append(InputEvent("note", "camera_info_unsynced", f"image {p.stamp_ns} took the latest CameraInfo"))
         if min(h, w) < self.config.min_image_size_px:
@@ -271,7 +295,10 @@ class FrameInput:
                 reason = "stamp_repeated" if p.stamp_ns == last else "stamp_out_of_order"
                 return out + [InputEvent("dropped", reason, f"stamp {p.stamp_ns} ns after {last} ns")]
         try:
-            frame = Frame(stamp_ns=p.stamp_ns, image=p.rgb, K=K, frame_id=p.frame_id, index=p.index)
+            rgb = p.rgb
+            if info is not None and info.rectifier is not None and how != "none":
+                rgb, K = info.rectifier.rectify(rgb)
+            frame = Frame(stamp_ns=p.stamp_ns, image=rgb, K=K, frame_id=p.frame_id, index=p.index)
         except ValueError as e:
             return out + [InputEvent("rejected", "bad_frame", str(e))]
         self._last_accepted = p.stamp_ns
