@@ -1,6 +1,7 @@
 """Bounded memory of the vggt backend over long runs: a window roll-over releases the previous scene
-memory (RAM holds only the current one), and the optional on-disk store keeps at most N evicted memories
-that relocalize exactly like the in-RAM memory did. Tiny random-weight model (plumbing)."""
+memory (RAM holds only the current one), and the optional on-disk store keeps at most N evicted window
+memories (the export_window format) that relocalize exactly like the in-RAM memory did. Tiny random-weight
+model (plumbing)."""
 import gc
 import os
 import weakref
@@ -98,7 +99,9 @@ def test_store_bounded_and_relocalizes_like_ram(tmp_path):
         expected[w] = b.localize(probe)[0].extrinsics  # against the window while it is current
     # windows 0..3 were evicted in turn; the store keeps the newest 2 of them
     assert b.store.window_ids() == [2, 3]
-    assert sorted(os.listdir(store_dir)) == ["window_2.safetensors", "window_3.safetensors"]
+    assert sorted(os.listdir(store_dir)) == ["window_2", "window_3"]  # window memory folders, nothing else
+    assert sorted(os.listdir(store_dir / "window_2")) == ["anchors.safetensors", "memory.json",
+                                                         "scene_memory.safetensors"]
     assert 0 < b.store.nbytes <= 2.2 * b.memory_bytes
     for w in (2, 3):  # stored windows relocalize exactly as before (same K/V, same query pass)
         r = b.localize_in_window(probe, w)[0]

@@ -1,29 +1,37 @@
-"""Bounded on-disk store of evicted SAIL-Recon scene memories (one safetensors file per window).
+"""Scene memories on disk: one SAIL-Recon scene memory as a safetensors file, and the vggt backend's
+bounded store of evicted windows.
 
-The vggt backend keeps only the current window's :class:`~selfi_ros.model.scene_memory.SceneMemory` in
-RAM; when a new window replaces it, the old one is freed. With a store, the evicted memory is first
-written to ``<directory>/window_<id>.safetensors`` so that frames can later be relocalized against an
-older window (SAIL-Recon query pass against that window's anchors, Deng et al., arXiv 2508.17972),
-e.g. when the camera returns to a place mapped earlier. At most ``max_windows`` files are kept: the
-oldest window is deleted first, so disk use is bounded by ``max_windows`` x the memory size (16 anchors
-of the full model at 294x518 with 300 tokens under bf16 autocast: ~43 MB per anchor, ~0.7 GB a window).
+:func:`save_scene_memory` / :func:`load_scene_memory` write / read one
+:class:`~selfi_ros.model.scene_memory.SceneMemory` (the anchors' cached K/V, SAIL-Recon, Deng et al., arXiv
+2508.17972, Sec. 3): tensors ``k.<layer>``, ``v.<layer>`` (1, heads, M, head_dim), ``p.<j>`` (M, 2) int64
+RoPE positions (stored once when layers share them; metadata ``positions_index`` maps layer -> j),
+``camera_tokens`` (S_a, 2C); the scalar fields in the safetensors metadata; atomic (temporary file + rename).
+A window memory (:mod:`selfi_ros.backends.vggt_memory`) holds one such file.
 
-File layout: tensors ``k.<layer>``, ``v.<layer>`` (1, heads, M, head_dim), ``p.<j>`` (M, 2) int64 RoPE
-positions (stored once when layers share them; metadata ``positions_index`` maps layer -> j),
-``camera_tokens`` (S_a, 2C); the scalar fields in the safetensors metadata. Writes are
-atomic (temporary file + rename).
+:class:`SceneMemoryStore` (option ``memory_store_dir``) is the backend's own spill of evicted windows: the
+vggt backend keeps only the current window in RAM; with a store, a window replaced by a new one is first
+saved as a window memory folder ``<directory>/window_<id>/`` (the format of ``Backend.export_window`` /
+``load_window``, so a stored window and a window of a saved map read the same way), for
+``VGGTBackend.localize_in_window``. At most ``max_windows`` windows are kept, the oldest deleted first: disk
+use is bounded by ``max_windows`` x the memory size (16 anchors of the full model at 294x518 with 300
+tokens under bf16 autocast: ~43 MB per anchor, ~0.7 GB a window). The engine's window database (issue 10:
+relocalization, loop closure, map save) holds its own exported memories and does not need this store.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
+import tempfile
 from typing import Optional
 
 from selfi_ros.atomic import save_safetensors
 from selfi_ros.model.scene_memory import SceneMemory
 
-_NAME = re.compile(r"^window_(\d+)\.safetensors$")
+_NAME = re.compile(r"^window_(\d+)$")
+_TMP = re.compile(r"^\.window_\d+\..*\.tmp$")
+_LEGACY = re.compile(r"^window_\d+\.safetensors$")
 
 
 def save_scene_memory(memory: SceneMemory, path: str, extra: Optional[dict] = None) -> int:
@@ -78,11 +86,15 @@ def load_scene_memory(path: str, device: Optional[str] = None) -> tuple[SceneMem
 
 
 class SceneMemoryStore:
-    """At most ``max_windows`` evicted scene memories in ``directory``, oldest window deleted first.
+    """At most ``max_windows`` evicted window memories in ``directory``, oldest window deleted first.
+
+    Each window is a folder ``window_<id>`` written by the memory's ``save`` (for the vggt backend a
+    :class:`~selfi_ros.backends.vggt_memory.VGGTWindowMemory`: the same format as the engine's saved maps),
+    written into a temporary folder and renamed into place, so a reader never sees half a window.
 
     Args:
-        directory: folder of the ``window_<id>.safetensors`` files (created; files already there that
-            match the pattern count towards the bound until :meth:`clear`).
+        directory: folder of the windows (created; windows already there count towards the bound until
+            :meth:`clear`).
         max_windows: bound on the number of stored windows (>= 1).
 
     Raises:
@@ -99,55 +111,77 @@ class SceneMemoryStore:
         os.makedirs(self.directory, exist_ok=True)
 
     def path(self, window_id: int) -> str:
-        return os.path.join(self.directory, f"window_{int(window_id)}.safetensors")
+        """The folder of window ``window_id`` (whether or not it is stored)."""
+        return os.path.join(self.directory, f"window_{int(window_id)}")
 
     def window_ids(self) -> list[int]:
         """Stored window ids, ascending."""
         ids = []
         for name in os.listdir(self.directory):
             m = _NAME.match(name)
-            if m:
+            if m and os.path.isdir(os.path.join(self.directory, name)):
                 ids.append(int(m.group(1)))
         return sorted(ids)
 
     @property
     def nbytes(self) -> int:
         """Bytes on disk used by the stored windows."""
-        return sum(os.path.getsize(self.path(i)) for i in self.window_ids() if os.path.exists(self.path(i)))
+        total = 0
+        for i in self.window_ids():
+            for root, _, files in os.walk(self.path(i)):
+                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        return total
 
-    def put(self, window_id: int, memory: SceneMemory, extra: Optional[dict] = None) -> list[int]:
-        """Store ``memory`` as window ``window_id`` and evict the oldest windows beyond the bound;
-        returns the evicted ids."""
-        save_scene_memory(memory, self.path(window_id), {"window_id": int(window_id), **(extra or {})})
+    def put(self, window_id: int, memory) -> list[int]:
+        """Store ``memory`` (anything with ``save(directory)``) as window ``window_id``, replacing an older
+        copy, and delete the oldest windows beyond the bound; returns the deleted ids.
+
+        Raises:
+            OSError: the write failed (nothing of it is left behind).
+        """
+        tmp = tempfile.mkdtemp(prefix=f".window_{int(window_id)}.", suffix=".tmp", dir=self.directory)
+        try:
+            memory.save(tmp)
+            final = self.path(window_id)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         evicted = []
         ids = self.window_ids()
         while len(ids) > self.max_windows:
             old = ids.pop(0)
-            try:
-                os.unlink(self.path(old))
-            except FileNotFoundError:
-                pass
+            shutil.rmtree(self.path(old), ignore_errors=True)
             evicted.append(old)
         return evicted
 
     def clear(self) -> int:
-        """Delete every stored window (e.g. when the map they belong to is dropped); returns how many."""
-        ids = self.window_ids()
-        for i in ids:
-            try:
-                os.unlink(self.path(i))
-            except FileNotFoundError:
-                pass
-        return len(ids)
+        """Delete every stored window (e.g. when the map they belong to is dropped), left-over temporary
+        folders and files of the older one-file format; returns how many windows."""
+        n = 0
+        for name in os.listdir(self.directory):
+            p = os.path.join(self.directory, name)
+            if _NAME.match(name) or _TMP.match(name) or _LEGACY.match(name):
+                n += bool(_NAME.match(name) or _LEGACY.match(name))
+                if os.path.isdir(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+        return n
 
-    def get(self, window_id: int, device: Optional[str] = None) -> tuple[SceneMemory, dict]:
-        """Load window ``window_id`` -> (memory, extra).
+    def require(self, window_id: int) -> str:
+        """The folder of stored window ``window_id``.
 
         Raises:
             KeyError: the window is not (or no longer) stored.
         """
         p = self.path(window_id)
-        if not os.path.exists(p):
+        if not os.path.isdir(p):
             raise KeyError(f"window {window_id} is not in the scene-memory store {self.directory} "
                            f"(stored: {self.window_ids()})")
-        return load_scene_memory(p, device)
+        return p

@@ -28,7 +28,7 @@ Weights: SAIL-Recon (``HKUST-SAIL/SAIL-Recon``) gives trained relocalisation blo
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import MappingProxyType
 from typing import List, Mapping, Optional, Sequence
 
@@ -37,7 +37,7 @@ import torch
 
 from selfi_ros.model.config import VGGTConfig
 from selfi_ros.model.errors import ModelOutOfMemoryError
-from selfi_ros.model.loading import load_model
+from selfi_ros.model.loading import load_model, resolve_checkpoint
 from selfi_ros.model.scene_memory import SceneMemory, query_pass, run_anchor_pass
 from selfi_ros.model.vggt import autocast_dtype
 from selfi_ros.engine.backend import BackendBase, BackendError
@@ -46,6 +46,9 @@ from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstructi
 from selfi_ros.backends.config import VGGTBackendConfig, with_options
 from selfi_ros.backends.memory_store import SceneMemoryStore
 from selfi_ros.backends.vggt_alignment import SelfiAlignment
+from selfi_ros.backends.vggt_memory import (BackgroundSha256, DescriptorTap, VGGTWindowMemory, adapter_fingerprint,
+                                            describe_images, load_window_memory, model_signature,
+                                            signature_differences, window_memory)
 from selfi_ros.backends.vggt_preprocess import PreprocessCache
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,9 @@ class VGGTBackend(BackendBase):
             CUDA is present, "cuda", "cuda:N"), ``dtype`` (auto / fp32 / bf16 / fp16 autocast on CUDA),
             ``tokens_per_anchor`` (0 = all, exact; SAIL-Recon uses 300), ``memory_device`` ("" = the model's
             device), ``adapter`` ("" = none; Selfi pose check / refinement / online training need one),
-            ``memory_store_dir`` ("" = off; evicted windows are written there for :meth:`localize_in_window`;
-            emptied when the backend is built and on :meth:`reset`).
+            ``memory_store_dir`` ("" = off; evicted windows are written there as window memories, the format
+            of :meth:`export_window`, for :meth:`localize_in_window`; emptied when the backend is built and on
+            :meth:`reset`; the engine's window database does not need it).
     Raises:
         BackendConfigError (ValueError): bad options, or ``config`` not a VGGTBackendConfig.
         WeightsNotFoundError: no weights and no ``allow_random_weights``. ValueError: an adapter that does
@@ -92,9 +96,17 @@ class VGGTBackend(BackendBase):
     the previous one (after writing it to the store when one is configured), so RAM does not grow with the
     length of the run. Preprocessed frames are cached (uint8), at most max(16, 2 x the largest window) + one
     query batch of them (:class:`~selfi_ros.backends.vggt_preprocess.PreprocessCache`).
+
+    Window memories (:mod:`selfi_ros.backends.vggt_memory`): :meth:`export_window` gives a detached copy of
+    the current window (scene memory, anchor descriptors, poses, subsampled point maps), :meth:`localize_in`
+    localizes against one, :meth:`describe` gives global descriptors (GeM of the DINOv2 patch tokens; the
+    anchors' are in ``WindowReconstruction.descriptors`` at no extra forward), :meth:`map_signature` says
+    which model, checkpoint (sha256 of the file, hashed in the background at construction) and input they
+    need.
     """
 
     name = "vggt"
+    supports_map = True
 
     def __init__(self, config: Optional[VGGTBackendConfig] = None, **options):
         cfg = with_options(VGGTBackendConfig, config, **{k: v for k, v in options.items() if v is not None})
@@ -107,8 +119,10 @@ class VGGTBackend(BackendBase):
             mcfg = VGGTConfig.tiny(sail_reloc=True)
         else:
             mcfg = None if cfg.checkpoint else VGGTConfig.sail()
-        self.model = load_model(cfg.checkpoint or None, config=mcfg, device=self.device,
+        self.checkpoint_path = str(resolve_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None
+        self.model = load_model(self.checkpoint_path, config=mcfg, device=self.device,
                                 random_weights=not cfg.checkpoint and cfg.allow_random_weights)
+        self._sha = BackgroundSha256(self.checkpoint_path) if self.checkpoint_path else None
         self.random_weights = bool(self.model.random_weights)
         if self.random_weights:
             log.warning("VGGTBackend: RANDOM WEIGHTS - plumbing only; poses and maps are meaningless")
@@ -119,6 +133,8 @@ class VGGTBackend(BackendBase):
         self._memory: Optional[SceneMemory] = None
         self._window_id: Optional[int] = None
         self._anchor_stamps: list[int] = []
+        self._current: Optional[VGGTWindowMemory] = None  # the current window (live scene memory)
+        self._adapter_fp: tuple = (None, "")
         self._frames = PreprocessCache(capacity=16 + cfg.query_batch_size)
         self.store: Optional[SceneMemoryStore] = (SceneMemoryStore(cfg.memory_store_dir, cfg.memory_store_windows)
                                                   if cfg.memory_store_dir else None)
@@ -235,10 +251,12 @@ class VGGTBackend(BackendBase):
             al.apply_pending(self.online)
         aligned = al is not None and al.wants_anchor_features
         try:
-            memory, out = run_anchor_pass(self.model, images, self.tokens_per_anchor, seed=self.config.seed,
-                                          kv_source=self.config.kv_source, memory_device=self.memory_device,
-                                          autocast=self.amp_dtype, keep_layers=al.keep_layers if aligned else None,
-                                          token_hook=al.anchor_hook if aligned else None)
+            with DescriptorTap(self.model) as tap:
+                memory, out = run_anchor_pass(self.model, images, self.tokens_per_anchor, seed=self.config.seed,
+                                              kv_source=self.config.kv_source, memory_device=self.memory_device,
+                                              autocast=self.amp_dtype,
+                                              keep_layers=al.keep_layers if aligned else None,
+                                              token_hook=al.anchor_hook if aligned else None)
         except (ModelOutOfMemoryError, torch.cuda.OutOfMemoryError) as e:
             raise BackendError(_oom_message(e, "reconstructing the anchor window of", images)) from e
         H, W = images.shape[-2:]
@@ -271,8 +289,14 @@ class VGGTBackend(BackendBase):
                                                                     Ks_net, extr, pts, pconf)
             else:
                 al.anchor_store = None
+        descriptors = tap.result()  # (S, D): the anchors' DINOv2 tokens of this very pass
+        if descriptors is None:  # the patch embedding ran out of sight of the hook (e.g. a compiled model)
+            descriptors = describe_images(self.model, images, self.amp_dtype, self.config.query_batch_size)
+        store = al.anchor_store if al is not None else None
+        current = window_memory(int(window_id), memory, descriptors, anchors, extr, Ks_net, (int(H), int(W)),
+                                pts, pconf, depth, dconf, store, self._adapter_fingerprint() if store else "")
         self._evict()
-        self._memory = memory
+        self._memory, self._current = memory, current
         self._window_id = int(window_id)
         self._anchor_stamps = [int(f.stamp_ns) for f in anchors]
         win = WindowReconstruction(
@@ -282,20 +306,21 @@ class VGGTBackend(BackendBase):
             extrinsics=extr, intrinsics=Ks_net, image_size_hw=(int(H), int(W)),
             intrinsics_image=np.stack([m.K_net_to_orig(K) for m, K in zip(metas, Ks_net)]),
             depth=depth, depth_conf=dconf, points=pts, points_conf=pconf, colors=colors,
-            backend=self.name, random_weights=self.random_weights)
+            backend=self.name, random_weights=self.random_weights, descriptors=descriptors.copy())
         if self.online is not None:
             self.online.feed_window(win)
         return win
 
     def _evict(self) -> None:
         """Release the current scene memory (written to the store first, when one is configured)."""
-        if self._memory is not None and self.store is not None and self._window_id is not None:
+        if self._current is not None and self.store is not None:
             try:
-                self.store.put(self._window_id, self._memory, {"anchor_stamps_ns": self._anchor_stamps})
+                self.store.put(self._current.window_id, replace(self._current, signature=self.map_signature()))
             except (OSError, RuntimeError) as e:  # a full disk must not stop mapping
                 self.store_failures += 1
                 log.warning("VGGTBackend: could not store the scene memory of window %d: %s", self._window_id, e)
         self._memory = None
+        self._current = None
 
     def localize_in_window(self, frames: Sequence[Frame], window_id: int) -> List[LocalizationResult]:
         """Relocalize ``frames`` against window ``window_id``: the current one or one in the store.
@@ -310,10 +335,10 @@ class VGGTBackend(BackendBase):
         if self.store is None:
             raise BackendError(f"window {window_id} is not current and no memory_store_dir is configured")
         try:
-            memory, _ = self.store.get(window_id, device=self.memory_device)
+            path = self.store.require(window_id)
         except KeyError as e:
             raise BackendError(str(e)) from e
-        return self._localize_with(memory, frames)
+        return self.localize_in(self.load_window(path), frames)
 
     def localize(self, frames: Sequence[Frame]) -> List[LocalizationResult]:
         """Query pass for ``frames`` against the current scene memory (window frame).
@@ -328,15 +353,17 @@ class VGGTBackend(BackendBase):
         """
         if self._memory is None:
             raise BackendError("localize called before any window was reconstructed")
-        return self._localize_with(self._memory, frames)
+        return self._localize_with(self._memory, frames,
+                                   self.alignment.anchor_store if self.alignment is not None else None)
 
-    def _localize_with(self, memory: SceneMemory, frames: Sequence[Frame]) -> List[LocalizationResult]:
+    def _localize_with(self, memory: SceneMemory, frames: Sequence[Frame], store=None) -> List[LocalizationResult]:
+        """Query pass against ``memory``; the pose check (adapter, pose check on) against ``store``, an
+        :class:`~selfi_ros.backends.vggt_alignment.AnchorFeatureStore` of the same anchors (None: no check)."""
         if len(frames) == 0:
             return []
         images, metas = self._preprocess(frames)
         al = self.alignment
-        checking = (al is not None and al.pose_check != "off" and memory is self._memory
-                    and al.anchor_store is not None)
+        checking = al is not None and al.pose_check != "off" and store is not None
         try:
             res = query_pass(self.model, memory, images, batch_size=self.config.query_batch_size,
                              with_depth=self.config.localize_depth, with_points=self.config.localize_points,
@@ -365,8 +392,85 @@ class VGGTBackend(BackendBase):
             out.append(LocalizationResult(f.stamp_ns, f.index, extr, K=m.K_net_to_orig(K), confidence=conf,
                                           depth=depth, points=pts))
         if checking:
-            al.check_results(out, res.extra, Ks_net)
+            al.check_results(out, res.extra, Ks_net, store)
         return out
+
+    # ------------------------------------------------------------------------------------- window memories
+    def _adapter_fingerprint(self) -> str:
+        """Fingerprint of the adapter in use, computed once per adapter object ("" without one)."""
+        a = self.adapter
+        if self._adapter_fp[0] is not a:
+            self._adapter_fp = (a, adapter_fingerprint(a))
+        return self._adapter_fp[1]
+
+    def map_signature(self) -> Mapping[str, str]:
+        """What a saved map or window memory needs to be reused here (all str): ``backend`` "vggt", the network
+        shape (``model_*``), ``checkpoint_sha256`` (sha256 of the weights file; "random" for random weights),
+        ``adapter`` ("present" / "none"), ``descriptor`` (kind of :meth:`describe`), ``image_width`` and
+        ``preprocess_mode`` (the network input the anchor tokens were computed at). Waits for the background
+        hash of the checkpoint the first time."""
+        return model_signature(self.model, "random" if self._sha is None else self._sha.result(),
+                               self.alignment is not None, self.config.image_width, self.config.preprocess_mode)
+
+    def export_window(self) -> VGGTWindowMemory:
+        """A :class:`~selfi_ros.backends.vggt_memory.VGGTWindowMemory` of the current window, deep-copied to the
+        CPU (later windows, :meth:`reset` and the store do not change it), with :meth:`map_signature`.
+
+        Raises:
+            BackendError: no window reconstructed yet.
+        """
+        if self._current is None:
+            raise BackendError("export_window: no window reconstructed yet")
+        return replace(self._current, signature=dict(self.map_signature())).detached("cpu")
+
+    def load_window(self, directory: str) -> VGGTWindowMemory:
+        """Read a window memory folder (:meth:`VGGTWindowMemory.save`) into the CPU.
+
+        Raises:
+            BackendError: one line naming the folder / file: missing, truncated or corrupt, or made by another
+                model, checkpoint, adapter presence or network input (the differing signature keys).
+        """
+        return load_window_memory(str(directory), self.map_signature(), self.model.cfg, device="cpu")
+
+    def localize_in(self, memory: VGGTWindowMemory, frames: Sequence[Frame]) -> List[LocalizationResult]:
+        """SAIL-Recon query pass of ``frames`` against ``memory`` (any window: exported, loaded or stored),
+        leaving the current window unchanged. Results as :meth:`localize`, camera-from-window of THAT window.
+        With an adapter and the pose check on, poses are checked against the memory's anchor features when the
+        same adapter computed them; ``inliers`` is then the PnP inlier count of an "ok" check, else 0.
+
+        Raises:
+            BackendError: not a vggt window memory, or one of another model (its signature differs); GPU out
+                of memory.
+        """
+        if not isinstance(memory, VGGTWindowMemory):
+            raise BackendError(f"localize_in: not a vggt window memory ({type(memory).__name__} of backend "
+                               f"{getattr(memory, 'backend', None)!r})")
+        diff = signature_differences(memory.signature, self.map_signature()) if memory.signature else []
+        if diff:
+            raise BackendError(f"localize_in: window {memory.window_id} was made by another model or "
+                               "configuration (" + "; ".join(diff) + ")")
+        store = None
+        if (self.alignment is not None and memory.anchor_store is not None
+                and memory.adapter_fingerprint == self._adapter_fingerprint()):
+            store = memory.anchor_store
+        return self._localize_with(memory.scene, frames, store)
+
+    def describe(self, frames: Sequence[Frame]) -> np.ndarray:
+        """Global descriptors of ``frames`` for place recognition: (N, 2C) float32, rows unit norm (GeM of the
+        DINOv2 patch tokens, :func:`~selfi_ros.backends.vggt_memory.gem_descriptor`); only the patch embedding
+        runs, ``query_batch_size`` frames at a time. Equals an anchor's ``WindowReconstruction.descriptors``
+        row for the same image (up to rounding).
+
+        Raises:
+            BackendError: GPU out of memory. ValueError: a malformed image (from the preprocessing).
+        """
+        if len(frames) == 0:
+            return np.zeros((0, 2 * self.model.cfg.embed_dim), np.float32)
+        images, _ = self._preprocess(frames)
+        try:
+            return describe_images(self.model, images, self.amp_dtype, self.config.query_batch_size)
+        except (ModelOutOfMemoryError, torch.cuda.OutOfMemoryError) as e:
+            raise BackendError(_oom_message(e, "describing", images)) from e
 
     def reset(self) -> None:
         """Drop the scene memory, the cached frames and the on-disk store, if any (its windows belong to
@@ -379,3 +483,4 @@ class VGGTBackend(BackendBase):
             self.store.clear()
         self._window_id = None
         self._anchor_stamps = []
+        self._current = None
