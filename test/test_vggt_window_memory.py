@@ -169,6 +169,22 @@ def test_describe_unit_norm_deterministic_and_equal_to_the_anchor_pass(ckpt):
     assert_close_rel(win.descriptors, d[:3], 1e-5)
 
 
+def test_retrieval_plumbing_finds_the_window_holding_the_same_image(ckpt):
+    """Top-1 retrieval over the anchors' descriptors of three exported windows: a new frame showing an anchor's
+    image retrieves that anchor's window (random weights: only identical images are guaranteed to match)."""
+    b = _backend(ckpt)
+    fr = _frames(9, seed=10)
+    mems = []
+    for w in range(3):
+        b.reconstruct_window(w, fr[3 * w:3 * w + 3])
+        mems.append(b.export_window())
+    db = np.concatenate([m.descriptors for m in mems])
+    owner = np.repeat([m.window_id for m in mems], [m.num_anchors for m in mems])
+    for src in (1, 4, 8):
+        q = Frame(stamp_ns=50_000 + src, image=fr[src].image.copy(), index=50 + src)
+        assert owner[int(np.argmax(db @ b.describe([q])[0]))] == src // 3
+
+
 def test_map_signature(ckpt, tmp_path):
     b = _backend(ckpt)
     sig = dict(b.map_signature())
@@ -246,6 +262,12 @@ def test_missing_truncated_and_corrupt_files_are_refused_naming_the_file(ckpt, t
         # without the recorded size the reader itself refuses the cut file
         with pytest.raises(BackendError, match=f"{fname} is unreadable"):
             b.load_window(variant("trunc2_" + fname, truncate(fname, drop_size=True)))
+    with pytest.raises(BackendError, match=f"{META_FILE} lacks a field"):
+        def no_id(d):
+            meta = json.loads((d / META_FILE).read_text())
+            del meta["window_id"]
+            (d / META_FILE).write_text(json.dumps(meta))
+        b.load_window(variant("noid", no_id))
     assert b.load_window(str(good)).window_id == 0
 
 
@@ -261,6 +283,20 @@ def test_store_spills_window_memories_in_the_export_format(ckpt, tmp_path):
     _same_scene(stored.scene, exported.scene)
     np.testing.assert_array_equal(stored.descriptors, exported.descriptors)
     assert_close_rel(b.localize_in_window(fr[6:], 0)[0].extrinsics, expected, 1e-6)
+
+
+def test_a_failed_spill_is_counted_and_leaves_nothing_behind(ckpt, tmp_path, monkeypatch):
+    b = _backend(ckpt, memory_store_dir=str(tmp_path / "store"))
+    fr = _frames(6, seed=9)
+    b.reconstruct_window(0, fr[:3])
+
+    def full_disk(self, directory):
+        open(os.path.join(directory, SCENE_FILE), "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VGGTWindowMemory, "save", full_disk)
+    b.reconstruct_window(1, fr[3:])  # mapping goes on
+    assert b.store_failures == 1 and os.listdir(tmp_path / "store") == [] and b.export_window().window_id == 1
 
 
 @pytest.fixture(scope="module")

@@ -415,11 +415,15 @@ def load_window_memory(directory: str, signature: Mapping[str, str], model_cfg,
                                        int(align["downsample"]))
         except (KeyError, TypeError, ValueError) as e:
             raise _fail(directory, f"{ANCHORS_FILE} lacks the aligned-feature store ({e})") from e
-    return VGGTWindowMemory(int(meta["window_id"]), scene, arr["descriptors"], arr["stamps_ns"],
-                            arr["frame_indices"], arr["extrinsics"], arr["intrinsics"],
-                            tuple(int(v) for v in meta["image_size_hw"]), arr["points"], arr["points_conf"],
-                            int(meta["point_stride"]), dict(meta["signature"]), store,
-                            str(meta.get("adapter_fingerprint", "")), bool(meta.get("random_weights", False)))
+    try:
+        hw = tuple(int(v) for v in meta["image_size_hw"])
+        return VGGTWindowMemory(int(meta["window_id"]), scene, arr["descriptors"], arr["stamps_ns"],
+                                arr["frame_indices"], arr["extrinsics"], arr["intrinsics"], (hw[0], hw[1]),
+                                arr["points"], arr["points_conf"], int(meta["point_stride"]),
+                                dict(meta["signature"]), store, str(meta.get("adapter_fingerprint", "")),
+                                bool(meta.get("random_weights", False)))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise _fail(directory, f"{META_FILE} lacks a field or has a bad value ({type(e).__name__}: {e})") from e
 
 
 def _check_shapes(directory: str, scene: SceneMemory, arr: Dict[str, np.ndarray], cfg) -> None:
