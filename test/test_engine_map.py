@@ -115,7 +115,8 @@ def test_engine_memory_bounded_over_a_long_run_and_save(tmp_path):
     eng = Engine(be, EngineConfig(keyframe_min_flow_px=0, keyframe_max_interval_s=0.25, window_size=4,
                                   window_overlap=1, window_max_keyframes=3, voxel_size=0.02, max_map_points=cap,
                                   max_trajectory_poses=traj_cap, keyframe_buffer_size=8,
-                                  max_points_per_window=2000))
+                                  max_points_per_window=2000, revisit_windows=False,  # windows keep coming
+                                  window_db_max_windows=6))
     mem = []
     for lap in range(4):  # the same path again and again, with new stamps
         for f in frames:

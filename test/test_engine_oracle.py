@@ -123,6 +123,9 @@ class Exploding(OracleBackend):
     def localize(self, frames):
         raise BackendError("boom")
 
+    def localize_in(self, memory, frames):  # no rescue by relocalization / revisits either
+        raise BackendError("boom")
+
 
 def test_bad_input_is_rejected_and_localize_errors_counted(seq):
     frames, scene = seq

@@ -48,3 +48,25 @@ class EngineConfig:
     odometry_max_gap_s: float = 0.5  # no odometry interpolation across longer gaps (s)
     random_seed: int = 0  # seed for subsampling and RANSAC (integer)
     localize_batch_size: int = 16  # held frames per backend.localize call after the first window (frames)
+    # window database, place recognition, relocalization, loop closure, map reuse (backends with window memories)
+    window_db_ram_mb: float = 1024.0  # RAM for window memories before the least recently used spill to disk (MB)
+    window_db_max_windows: int = 2000  # windows kept in the database, in RAM or on disk (windows); oldest dropped
+    window_db_spill_dir: str = ""  # parent folder of the spill folder ("" = the system temporary folder)
+    window_db_cloud_points: int = 16384  # subsampled points kept per window to rebuild the map after a correction (points)
+    retrieval_top_k: int = 3  # candidate windows localized against per retrieval (windows)
+    retrieval_min_similarity: float = 0.2  # least descriptor cosine similarity of a candidate window (unitless, [-1, 1])
+    retrieval_exclude_recent: int = 3  # most recent windows never loop candidates (windows)
+    relocalization: bool = True  # when lost, localize against retrieved windows before starting a new segment
+    relocalization_min_inliers: int = 30  # correspondences needed to accept a relocalization (count)
+    relocalization_interval: int = 5  # while lost, retry relocalization every this many failed frames (frames)
+    revisit_windows: bool = True  # localize against a stored window that covers the view instead of making a new one
+    loop_closure: bool = True  # detect, verify and close loops against old windows (pose graph)
+    loop_min_inliers: int = 30  # correspondences of a keyframe against an old window to make a loop hypothesis (count)
+    loop_min_keyframes: int = 3  # keyframes whose loop Sim(3)s must agree before a loop is accepted (keyframes, >= 2)
+    loop_min_window_gap: int = 3  # pose-graph hops between the current and a candidate window (windows)
+    loop_max_residual: float = 0.05  # RMS camera-centre residual of the loop Sim(3) fit / spread of the keyframes (ratio)
+    loop_max_rotation_deg: float = 2.0  # mean rotation residual of the loop Sim(3) fit (deg)
+    loop_max_correction: float = 0.3  # loop correction (translation) / path length between the windows (ratio)
+    loop_max_correction_deg: float = 30.0  # rotation of the loop correction (deg)
+    pose_graph_iterations: int = 100  # Levenberg-Marquardt iterations of a pose-graph optimisation (iterations)
+    localization_only: bool = False  # localize every frame against the loaded map; no windows are added

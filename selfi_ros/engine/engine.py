@@ -31,23 +31,26 @@ windows chained by Sim(3)):
    (keyframe poses, trajectory, map) stays in map units; an output is multiplied by the scale once, when
    it leaves the engine.
 
-Memory is bounded: keyframes, held frames, trajectory and map have caps; of past windows only the
-current window's subsampled anchor point maps (for chaining) are kept.
-Thread safety: all public methods except :meth:`Engine.set_idle` and :meth:`Engine.backend_status` take
-one re-entrant lock.
+6. With a backend that keeps window memories (``supports_map``): a bounded window database and a Sim(3)
+   pose graph; verified loop closures re-express poses and map (:mod:`selfi_ros.engine.loop_closure`); a
+   lost camera relocalizes and a known place is revisited instead of growing the map
+   (:mod:`selfi_ros.engine.recovery`); maps are saved / loaded and ``localization_only`` localizes frames
+   against a loaded map (:mod:`selfi_ros.engine.map_store`).
+
+Memory is bounded: keyframes, held frames, trajectory, map and window database have caps. Thread safety:
+all public methods except :meth:`Engine.set_idle` and :meth:`Engine.backend_status` take one re-entrant lock.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
-import time
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
-from selfi_ros.geometry.se3 import invert_transform
 from selfi_ros.geometry.sim3 import Sim3
 from selfi_ros.engine import integration as ig
 from selfi_ros.engine import io as eio
@@ -55,12 +58,16 @@ from selfi_ros.engine.backend import Backend, BackendError
 from selfi_ros.engine.chaining import ChainingError
 from selfi_ros.engine.config import EngineConfig
 from selfi_ros.engine.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector
+from selfi_ros.engine.loop_closure import LoopClosure, LoopDetector
 from selfi_ros.engine.map import PointMap, TrajectoryStore
-from selfi_ros.engine.recovery import WindowRecovery
+from selfi_ros.engine import map_store
+from selfi_ros.engine.pose_graph import PoseGraph
+from selfi_ros.engine.recovery import Relocalization, WindowRecovery
 from selfi_ros.engine.scale import OdometryBuffer, ScaleEstimator
 from selfi_ros.engine.status import BackendStatus, EngineStatus
-from selfi_ros.engine.types import Frame, LocalizationResult, OdometrySample, PoseEstimate, PoseKind, WindowReconstruction
-from selfi_ros.engine.windows import WindowPolicy, anchor_coverage
+from selfi_ros.engine.types import Frame, OdometrySample, PoseEstimate, PoseKind, WindowReconstruction
+from selfi_ros.engine.window_db import WindowDatabase
+from selfi_ros.engine.windows import WindowPolicy
 
 __all__ = ["Engine", "EngineConfig", "EngineOutput"]
 
@@ -80,6 +87,9 @@ class EngineOutput:
         is_keyframe: whether the input frame became a keyframe.
         rejected: non-empty reason when the frame was not used.
         metric: True when poses/points are in metres (scale from odometry applied).
+        map_corrected: a loop closure moved the map's windows here: earlier poses and the map cloud changed
+            (republish them; the ``map`` frame jumps, REP-105: ``odom`` stays smooth).
+        map_correction: (4, 4) Sim(3) ``T_map_new_map_old`` of the current window (map units) or None.
     """
 
     poses: list[PoseEstimate] = field(default_factory=list)
@@ -89,9 +99,11 @@ class EngineOutput:
     is_keyframe: bool = False
     rejected: str = ""
     metric: bool = False
+    map_corrected: bool = False
+    map_correction: Optional[np.ndarray] = None
 
 
-class Engine(ig.WindowIntegration):
+class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
     """Keyframes -> windows of anchors -> poses + voxelised map (see module docstring).
 
     Args:
@@ -117,6 +129,9 @@ class Engine(ig.WindowIntegration):
         if c.keyframe_buffer_size < c.window_size:
             raise ValueError(f"keyframe_buffer_size ({c.keyframe_buffer_size}) must be >= window_size "
                              f"({c.window_size})")
+        if c.loop_min_keyframes < 2:
+            raise ValueError(f"loop_min_keyframes must be >= 2, got {c.loop_min_keyframes}")
+        self.db: Optional[WindowDatabase] = None
         self.policy = WindowPolicy.from_config(c)
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(c.random_seed)
@@ -145,6 +160,18 @@ class Engine(ig.WindowIntegration):
             self._last_stamp: Optional[int] = None
             self._consecutive_failures = 0
             self._metric_scale = None  # latest valid ScaleEstimate
+            # window memories (backends with supports_map): database, pose graph, loops, revisits
+            if self.db is not None:
+                self.db.clear()
+            self.db = (WindowDatabase(self.backend, int(c.window_db_ram_mb * 2 ** 20), c.window_db_max_windows,
+                                      c.window_db_spill_dir) if bool(getattr(self.backend, "supports_map", False))
+                       else None)
+            self.graph = PoseGraph()
+            self._loops = LoopDetector(c.loop_min_keyframes)
+            self._desc_cache: collections.OrderedDict = collections.OrderedDict()
+            self._active_memory = None  # a stored window being revisited (None: the backend's current one)
+            self._camera = None  # (K, width, height) of the first frame with intrinsics
+            self.map_info: dict = {}  # metadata of a loaded map
             self._status = EngineStatus(backend=str(self.backend.name),
                                         random_weights=bool(self.backend.random_weights),
                                         map_voxel_size=c.voxel_size)
@@ -245,6 +272,15 @@ class Engine(ig.WindowIntegration):
         odom_xyz = self.odom.position_at(frame.stamp_ns) if len(self.odom) else None
         decision = self.selector.check(frame, odom_xyz)
         out = EngineOutput(is_keyframe=decision.is_keyframe, metric=self.metric)
+        if self._camera is None and frame.K is not None:
+            self._camera = (frame.K.copy(), frame.width, frame.height)
+        if c.localization_only:  # against the loaded map only: no keyframes, no windows
+            if not (decision.is_keyframe or not under_load or not c.skip_stale_non_keyframes):
+                self._status.frames_skipped += 1
+                return out
+            self._localization_only_step(frame, out)
+            out.metric = self.metric
+            return out
         kf = None
         if decision.is_keyframe:
             kf = Keyframe(frame)
@@ -345,12 +381,21 @@ class Engine(ig.WindowIntegration):
         """After a keyframe's localization: a window attempt from ``candidates`` (the keyframes since the
         current window, this one last) when the policy (or a pending recovery) asks, then the keyframe's own
         pose into ``out`` (its anchor pose when it became an anchor)."""
+        kf = candidates[-1] if candidates and candidates[-1].stamp_ns == frame.stamp_ns else None
+        if kf is not None and pose is not None:
+            self._loop_step(kf, out)
         if self.recovery.recovering:  # a window failed: try the next fallback at every keyframe
             want, reason = True, "recovery"
         else:
-            trig = self.policy.trigger(len(candidates), conf, coverage)
+            trig = self.policy.trigger(len(self.keyframes.since(self._cutoff_ns)), conf, coverage)
             want, reason = trig.new_window, trig.reason
-        if want and self._attempt_window(candidates, out, reason):
+        revisit = self._try_revisit(kf) if want and kf is not None and not out.map_corrected else None
+        if revisit is not None:
+            pose = self._output_pose(revisit)
+        elif out.map_corrected:
+            stored = self.traj.get(frame.stamp_ns)
+            pose = self._output_pose(stored) if stored is not None else pose
+        elif want and self._attempt_window(self.keyframes.since(self._cutoff_ns), out, reason):
             refined = self.traj.get(frame.stamp_ns)
             if refined is not None and refined.kind == PoseKind.ANCHOR:
                 pose = self._output_pose(refined)
@@ -379,70 +424,6 @@ class Engine(ig.WindowIntegration):
         self._status.poses += int(new)
         return p
 
-    def _coverage(self, T_map_cam: np.ndarray, K, frame: Frame) -> float:
-        if K is None or not self._anchors:
-            return float("nan")
-        pts = np.concatenate([a.pts_map[:: max(1, len(a.pts_map) // 256)] for a in self._anchors])
-        return anchor_coverage(pts, T_map_cam, K, frame.height, frame.width)
-
-    def _scale_sample(self, kf: Keyframe) -> None:
-        if not self.config.use_odometry_scale or kf.T_map_cam is None or not len(self.odom):
-            return
-        p = self.odom.position_at(kf.stamp_ns)
-        if p is None:
-            return
-        was = self.metric
-        self.scale.add(kf.stamp_ns, kf.T_map_cam[:3, 3], p)
-        est = self.scale.update()
-        self._status.scale_pairs = est.num_pairs
-        if est.valid:  # the latest valid estimate is used; an invalid update keeps the previous one
-            self._metric_scale = est
-        if self.metric and not was:
-            log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
-                     est.scale, est.std, est.num_pairs)
-
-    def _localize(self, frames: list[Frame]) -> tuple[list[Optional[PoseEstimate]], list[int]]:
-        """Localize frames against the current window in one backend call; failures are counted.
-
-        Returns one stored pose (map units) or None per frame, and the consecutive-failure count after each.
-        """
-        st = self._status
-        t0 = time.perf_counter()
-        try:
-            results = self.backend.localize(frames)
-        except Exception as e:  # noqa: BLE001 - BackendError or an unexpected backend crash (e.g. OOM)
-            if not isinstance(e, BackendError):
-                log.exception("backend.localize raised %s", type(e).__name__)
-            st.backend_errors += 1
-            st.localization_failures += len(frames)
-            self._consecutive_failures += len(frames)
-            st.last_error = f"localize: {e}"
-            log.warning("localization failed: %s", e)
-            return [None] * len(frames), [self._consecutive_failures] * len(frames)
-        finally:
-            st.last_localize_ms = 1e3 * (time.perf_counter() - t0)
-        if len(results) != len(frames):
-            st.localization_failures += len(frames)
-            st.last_error = f"backend returned {len(results)} localizations for {len(frames)} frames"
-            return [None] * len(frames), [self._consecutive_failures] * len(frames)
-        poses, failures = [], []
-        for fr, r in zip(frames, results):
-            if not isinstance(r, LocalizationResult) or r.extrinsics is None or not np.all(
-                    np.isfinite(np.asarray(r.extrinsics, dtype=np.float64))):
-                st.localization_failures += 1
-                self._consecutive_failures += 1
-                st.last_error = f"localize frame {fr.index}: " + (r.reason if isinstance(r, LocalizationResult) else
-                                                                  f"not a LocalizationResult ({type(r).__name__})")
-                poses.append(None)
-            else:
-                self._consecutive_failures = 0
-                T_win_cam = invert_transform(np.asarray(r.extrinsics, dtype=np.float64))
-                T = self._T_map_window.transform_pose(T_win_cam)
-                K = r.K if r.K is not None else fr.K
-                poses.append(self._store_pose(fr, T, K, r.confidence, PoseKind.QUERY))
-            failures.append(self._consecutive_failures)
-        return poses, failures
-
     # ------------------------------------------------------------------ outputs
     def status(self) -> EngineStatus:
         """A copy of the engine counters with the scale figures refreshed (cheap: no memory sum, see
@@ -454,6 +435,11 @@ class Engine(ig.WindowIntegration):
             st.scale_std = est.std if self.metric else float("nan")
             st.metric = self.metric
             st.map_points = len(self.map)
+            if self.db is not None:
+                st.window_db_windows = len(self.db)
+                st.window_db_spilled = self.db.spilled
+                st.window_db_evictions = int(sum(self.db.evictions.values()))
+                st.window_db_loads = self.db.loads
             return replace(st)  # a copy (scalar fields only)
 
     def backend_status(self) -> BackendStatus:
@@ -465,7 +451,8 @@ class Engine(ig.WindowIntegration):
         the backend's scene memory (``backend_status().memory_bytes``); computed on demand (it sums them)."""
         with self._lock:
             own = (self.keyframes.nbytes + sum(f.image.nbytes for f in self._held) + self.map.nbytes
-                   + sum(a.nbytes for a in self._anchors) + self.traj.nbytes)
+                   + sum(a.nbytes for a in self._anchors) + self.traj.nbytes
+                   + (self.db.ram_bytes if self.db is not None else 0))
         return int(own + int(self.backend_status().memory_bytes))
 
     def scale_estimate(self):
@@ -485,9 +472,28 @@ class Engine(ig.WindowIntegration):
 
     def save(self, out_dir: str) -> dict:
         """Write map.ply, trajectory.tum, cameras.json and metadata.json atomically; returns their paths
-        (:func:`selfi_ros.engine.io.save_outputs`)."""
+        (:func:`selfi_ros.engine.io.save_outputs`); with a backend that keeps window memories and at least
+        one window also the reusable map into ``out_dir/map`` (:meth:`save_map`; key ``map_dir``)."""
         with self._lock:
             traj = self.trajectory()
             pts, cols = self.map_cloud()
             st = self.status()
-        return eio.save_outputs(out_dir, traj, pts, cols, st, self.config)
+            paths = eio.save_outputs(out_dir, traj, pts, cols, st, self.config)
+            if self.db is not None and len(self.db):
+                paths["map_dir"] = self.save_map(os.path.join(out_dir, "map"))["directory"]
+        return paths
+
+    def save_map(self, directory: str) -> dict:
+        """Write the whole reusable map into ``directory`` atomically; returns the paths
+        (:func:`selfi_ros.engine.map_store.save_map`, which says what it raises)."""
+        with self._lock:
+            return map_store.save_map(self, directory)
+
+    def load_map(self, directory: str, camera=None) -> dict:
+        """Replace the engine's state by a map saved with :meth:`save_map` (frames are then localized
+        against it; with ``localization_only`` no window is added). ``camera``: optional ``(K, width,
+        height)`` that must match the map's. Returns the map's metadata. Raises
+        :class:`~selfi_ros.engine.map_store.MapLoadError` (a ValueError) with a one-line reason; the
+        engine's state is unchanged then."""
+        with self._lock:
+            return map_store.load_map(self, directory, camera)

@@ -25,7 +25,8 @@ from selfi_ros.engine.backend import BackendError
 from selfi_ros.engine.chaining import ChainingError, SharedFrame, chain_window
 from selfi_ros.engine.keyframes import Keyframe
 from selfi_ros.engine.map import TrajectoryStore
-from selfi_ros.engine.types import PoseKind, WindowReconstruction
+from selfi_ros.engine.types import Frame, PoseKind, WindowReconstruction
+from selfi_ros.engine.windows import anchor_coverage
 
 log = logging.getLogger("selfi_ros.engine")
 
@@ -256,7 +257,30 @@ class WindowIntegration:
     """The engine's window steps (a base class of :class:`selfi_ros.engine.engine.Engine`, whose state it
     uses: backend, config, status, keyframe poses, trajectory, map, recovery, current window and anchors):
     one attempt from the recovery plan, and reconstruct -> check -> place (identity, chained or segment)
-    -> anchor poses and records -> map cloud."""
+    -> anchor poses and records -> map cloud -> window database and pose graph (``_on_window_added``,
+    :class:`selfi_ros.engine.loop_closure.LoopClosure`)."""
+
+    def _coverage(self, T_map_cam: np.ndarray, K, frame: Frame) -> float:
+        if K is None or not self._anchors:
+            return float("nan")
+        pts = np.concatenate([a.pts_map[:: max(1, len(a.pts_map) // 256)] for a in self._anchors])
+        return anchor_coverage(pts, T_map_cam, K, frame.height, frame.width)
+
+    def _scale_sample(self, kf: Keyframe) -> None:
+        if not self.config.use_odometry_scale or kf.T_map_cam is None or not len(self.odom):
+            return
+        p = self.odom.position_at(kf.stamp_ns)
+        if p is None:
+            return
+        was = self.metric
+        self.scale.add(kf.stamp_ns, kf.T_map_cam[:3, 3], p)
+        est = self.scale.update()
+        self._status.scale_pairs = est.num_pairs
+        if est.valid:  # the latest valid estimate is used; an invalid update keeps the previous one
+            self._metric_scale = est
+        if self.metric and not was:
+            log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
+                     est.scale, est.std, est.num_pairs)
 
     def _attempt_window(self, candidates: list[Keyframe], out, reason: str) -> bool:
         """One window attempt (the next plan of :class:`~selfi_ros.engine.recovery.WindowRecovery`); on
@@ -322,6 +346,7 @@ class WindowIntegration:
                 return False
         win.T_map_window = S.matrix()
         win.chain_residual = residual
+        prev_id, prev_S = self._window_id, self._T_map_window
         self._T_map_window = S
         self._window_id = wid
         st.windows += 1
@@ -354,6 +379,7 @@ class WindowIntegration:
         st.map_points = len(self.map)
         st.map_voxel_size = self.map.voxel_size
         out.window = win
+        self._on_window_added(win, anchors, mode, first, prev_id, prev_S, pts, cols)
         st.last_window_ms = 1e3 * (time.perf_counter() - t0)
         return True
 

@@ -17,13 +17,32 @@ discontinuity when new keyframes make it possible again). Stages 2-3 need at lea
 ``window_size - window_overlap`` (>= 2) keyframes since the last window, else the engine waits.
 The anchors-and-localization scheme is SAIL-Recon's (official repository HKUST-SAIL/SAIL-Recon);
 the fallbacks are this project's own.
+
+Relocalization (:class:`Relocalization`, for backends with window memories): after ``lost_after_failures``
+consecutive localization failures (and every ``relocalization_interval`` failures after that) the failed
+frame's global descriptor retrieves the top-k windows of the window database and the frame is localized
+against each (``Backend.localize_in``); the one with the most correspondences (>= ``relocalization_min_inliers``)
+becomes the window the following frames are localized against, in the same map frame: no new segment.
+Only when relocalization fails too do the window fallbacks above go on to a new segment (which a later
+loop closure merges back, :mod:`selfi_ros.engine.loop_closure`). The same retrieval + ``localize_in``
+localizes every frame in localization-only mode.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+import time
+from typing import Optional, Sequence
 
+import numpy as np
+
+from selfi_ros.engine.backend import BackendError
 from selfi_ros.engine.keyframes import Keyframe
+from selfi_ros.engine.loop_closure import localized_pose
+from selfi_ros.engine.map_store import camera_mismatch
+from selfi_ros.engine.types import Frame, LocalizationResult, PoseEstimate, PoseKind
 from selfi_ros.engine.windows import WindowPolicy
+
+log = logging.getLogger("selfi_ros.engine")
 
 #: stage index -> plan name
 MODES = ("overlap", "other_overlap", "fresh", "segment")
@@ -97,3 +116,146 @@ class WindowRecovery:
         self._tried_sets.add(frozenset(k.stamp_ns for k in anchors))
         self._failed_overlap.update(k.stamp_ns for k in anchors if k.stamp_ns in previous_stamps)
         self.stage = _NEXT_AFTER_FAILURE[self.stage]
+
+
+class Relocalization:
+    """The engine's localization steps (a base class of :class:`selfi_ros.engine.engine.Engine`, whose state
+    it uses): localizing against the current window (the backend's, or a stored one being revisited),
+    relocalization when lost, and localization-only mode (see module docstring)."""
+
+    def _backend_localize(self, frames: list[Frame]) -> list:
+        """``backend.localize`` (current backend window) or ``localize_in`` of the revisited stored window."""
+        if self._active_memory is not None:
+            return list(self.backend.localize_in(self._active_memory, frames))
+        return list(self.backend.localize(frames))
+
+    def _localize(self, frames: list[Frame]) -> tuple[list[Optional[PoseEstimate]], list[int]]:
+        """Localize frames against the current window in one backend call; failures are counted; a lost
+        frame triggers relocalization (after which the rest of the batch is localized against the new
+        window).
+
+        Returns one stored pose (map units) or None per frame, and the consecutive-failure count after each.
+        """
+        st = self._status
+        c = self.config
+        t0 = time.perf_counter()
+        try:
+            results = self._backend_localize(frames)
+        except Exception as e:  # noqa: BLE001 - BackendError or an unexpected backend crash (e.g. OOM)
+            if not isinstance(e, BackendError):
+                log.exception("backend.localize raised %s", type(e).__name__)
+            st.backend_errors += 1
+            st.last_error = f"localize: {e}"
+            log.warning("localization failed: %s", e)
+            results = [LocalizationResult(f.stamp_ns, f.index, None, reason=f"localize: {e}") for f in frames]
+        finally:
+            st.last_localize_ms = 1e3 * (time.perf_counter() - t0)
+        if len(results) != len(frames):
+            st.localization_failures += len(frames)
+            st.last_error = f"backend returned {len(results)} localizations for {len(frames)} frames"
+            return [None] * len(frames), [self._consecutive_failures] * len(frames)
+        poses, failures = [], []
+        for n, (fr, r) in enumerate(zip(frames, results)):
+            T = localized_pose(r)
+            if T is None:
+                nfail = self._consecutive_failures + 1
+                k = nfail - c.lost_after_failures
+                if k >= 0 and k % max(1, c.relocalization_interval) == 0:
+                    got = self._relocalize(fr)
+                    if got is not None:
+                        r, T = got
+                        rest = frames[n + 1:]
+                        if rest:  # the rest of the batch against the window just found
+                            try:
+                                results[n + 1:] = self._backend_localize(rest)
+                            except Exception as e:  # noqa: BLE001
+                                self._map_error("localize after relocalization", e)
+            if T is None:
+                st.localization_failures += 1
+                self._consecutive_failures += 1
+                st.last_error = f"localize frame {fr.index}: " + (r.reason if isinstance(r, LocalizationResult) else
+                                                                  f"not a LocalizationResult ({type(r).__name__})")
+                poses.append(None)
+            else:
+                self._consecutive_failures = 0
+                T_map = self._T_map_window.transform_pose(T)
+                K = r.K if r.K is not None else fr.K
+                poses.append(self._store_pose(fr, T_map, K, r.confidence, PoseKind.QUERY))
+            failures.append(self._consecutive_failures)
+        return poses, failures
+
+    def _best_stored_window(self, frame: Frame, min_inliers: int, exclude=()) -> Optional[tuple]:
+        """Retrieval + ``localize_in``: ``(window_id, result, T_win_cam)`` with the most inliers (>=
+        ``min_inliers``) among the top-k retrieved windows, or None."""
+        c = self.config
+        if self.db is None or not len(self.db):
+            return None
+        desc = self._descriptor(frame)
+        if desc is None:
+            return None
+        best = None
+        for wid, _sim in self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity):
+            r = self._localize_in(wid, [frame])[0]
+            T = localized_pose(r)
+            if T is not None and r.inliers >= min_inliers and (best is None or r.inliers > best[1].inliers):
+                best = (wid, r, T)
+        return best
+
+    def _relocalize(self, frame: Frame) -> Optional[tuple[LocalizationResult, np.ndarray]]:
+        """Relocalization of a lost frame against the window database; on success the found window becomes
+        the current one. Returns ``(result, T_win_cam)`` or None; counted either way."""
+        if self.db is None or not self.config.relocalization or not len(self.db):
+            return None
+        st = self._status
+        best = self._best_stored_window(frame, self.config.relocalization_min_inliers)
+        if best is None:
+            st.relocalization_failures += 1
+            log.warning("relocalization of frame %d failed", frame.index)
+            return None
+        wid, r, T = best
+        st.relocalizations += 1
+        log.info("frame %d relocalized against window %d (%d inliers)", frame.index, wid, r.inliers)
+        self._activate(wid, frame.stamp_ns)
+        return r, T
+
+    def _localization_only_step(self, frame: Frame, out) -> None:
+        """Localization-only mode: ``frame`` against the current stored window, else (failure or too few
+        inliers) relocalization against the whole database. No window is made."""
+        c = self.config
+        st = self._status
+        if self.db is None or not len(self.db):
+            st.localization_failures += 1
+            st.last_error = "localization_only: no map loaded (Engine.load_map)"
+            return
+        saved_cam = self.map_info.get("camera") if self.map_info else None
+        why = camera_mismatch(saved_cam, (frame.K, frame.width, frame.height)) if frame.K is not None else ""
+        if why:
+            st.frames_rejected += 1
+            st.last_error = f"localization_only: frame {frame.index}: {why}"
+            out.rejected = why
+            return
+        t0 = time.perf_counter()
+        r = T = None
+        if self._active_memory is not None:
+            r = self._localize_in(self._window_id, [frame])[0]
+            T = localized_pose(r)
+            if T is not None and r.inliers < c.relocalization_min_inliers:
+                T = None
+        if T is None:
+            best = self._best_stored_window(frame, c.relocalization_min_inliers)
+            if best is not None:
+                wid, r, T = best
+                if wid != self._window_id or self._active_memory is None:
+                    st.relocalizations += 1
+                self._activate(wid, frame.stamp_ns)
+            else:
+                st.relocalization_failures += 1
+        st.last_localize_ms = 1e3 * (time.perf_counter() - t0)
+        if T is None:
+            st.localization_failures += 1
+            self._consecutive_failures += 1
+            st.last_error = f"localize frame {frame.index}: " + (r.reason if r is not None else "no window retrieved")
+        else:
+            self._consecutive_failures = 0
+            out.poses.append(self._output_pose(self._pose_in_window(frame, r, T)))
+        st.state = "localizing" if self._consecutive_failures < c.lost_after_failures else "lost"

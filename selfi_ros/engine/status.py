@@ -19,7 +19,7 @@ class EngineStatus:
     documented in ``msg/SelfiStatus.msg``.
     """
 
-    state: str = "initializing"  # initializing | mapping | localizing | lost
+    state: str = "initializing"  # initializing | mapping | localizing | lost (localizing: also localization-only)
     backend: str = ""  # backend name (colmap, vggt, oracle, ...)
     random_weights: bool = False  # the backend's model has random weights: outputs are meaningless
     frames_in: int = 0  # frames given to process_frames / process_frame
@@ -31,7 +31,16 @@ class EngineStatus:
     localization_failures: int = 0  # frames the backend could not localize
     window_failures: int = 0  # BackendError / chaining failures of reconstruct_window
     window_recoveries: int = 0  # windows made by a fallback plan after failed attempts (other overlap, fresh)
-    map_segments: int = 0  # map discontinuities: windows started as a new segment (not chained; pose guessed)
+    map_segments: int = 0  # map segments not (yet) merged into the map: windows started unchained, pose guessed
+    loop_candidates: int = 0  # keyframes localized against an old window with enough inliers (loop hypotheses)
+    loop_closures: int = 0  # loops accepted after geometric verification (pose graph optimised)
+    loop_rejections: int = 0  # loop hypotheses rejected by geometric verification
+    relocalizations: int = 0  # lost frames relocalized against the window database (same map frame)
+    relocalization_failures: int = 0  # relocalization attempts that found no window
+    window_db_windows: int = 0  # windows in the window database (RAM or disk)
+    window_db_spilled: int = 0  # of those, memories on disk only
+    window_db_evictions: int = 0  # database evictions (spilled to disk, dropped beyond the bound, unreadable)
+    window_db_loads: int = 0  # spilled memories read back from disk
     chain_failures: int = 0  # windows rejected because chaining failed
     held_dropped: int = 0  # non-keyframes dropped from the hold list before the first window
     keyframes_dropped: int = 0  # keyframes dropped from the bounded buffer
