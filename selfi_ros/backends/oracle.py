@@ -66,6 +66,8 @@ class OracleWindowMemory:
         anchor_hw: (S, 2) int64 (height, width) of those depth maps.
         stamps_ns: (S,) int64 anchor stamps.
         descriptors: (S, D) float32 L2-normalised anchor descriptors (:meth:`OracleBackend.describe`).
+        anchor_depth: (S, h, w) float32 true depth maps subsampled by ``DEPTH_STRIDE`` (metres; NaN: none),
+            for the occlusion test of ``localize_in``.
     """
 
     window_id: int
@@ -76,9 +78,12 @@ class OracleWindowMemory:
     anchor_hw: np.ndarray
     stamps_ns: np.ndarray
     descriptors: np.ndarray
+    anchor_depth: np.ndarray
     backend: str = "oracle"
 
-    _ARRAYS = ("T_world_window", "anchor_T_world_cam", "anchor_K", "anchor_hw", "stamps_ns", "descriptors")
+    _ARRAYS = ("T_world_window", "anchor_T_world_cam", "anchor_K", "anchor_hw", "stamps_ns", "descriptors",
+               "anchor_depth")
+    DEPTH_STRIDE = 4
 
     def nbytes(self) -> int:
         """Bytes of the arrays."""
@@ -234,7 +239,9 @@ class OracleBackend(BackendBase):
             window_id, s, T_w_c0.copy(), np.stack([g[1] for g in gts]), np.stack([self.scene.intrinsics(g[0])
                                                                                   for g in gts]),
             np.array([np.shape(self.scene.depth[g[0]])[:2] for g in gts], np.int64),
-            np.array([f.stamp_ns for f in anchors], np.int64), desc)
+            np.array([f.stamp_ns for f in anchors], np.int64), desc,
+            np.stack([np.asarray(self.scene.depth[g[0]], np.float32)[::OracleWindowMemory.DEPTH_STRIDE,
+                                                                      ::OracleWindowMemory.DEPTH_STRIDE] for g in gts]))
         depth = np.stack(deps)
         conf = np.isfinite(depth).astype(np.float32)
         return WindowReconstruction(
@@ -279,8 +286,8 @@ class OracleBackend(BackendBase):
 
     def _seen(self, key, T_world_cam: np.ndarray, mem: Optional[OracleWindowMemory]) -> tuple[int, int]:
         """(samples seen by an anchor of ``mem``, valid samples) of the frame's surface points on a
-        :attr:`GRID` of its ground-truth depth map (visible = in front of an anchor and inside its image;
-        the box room is convex, so nothing is occluded)."""
+        :attr:`GRID` of its ground-truth depth map (visible = in front of an anchor, inside its image and
+        not behind the anchor's own surface: depth within 5 % of the anchor's depth map there)."""
         if mem is None:
             return 0, 0
         d = np.asarray(self.scene.depth[key], np.float64)
@@ -295,13 +302,19 @@ class OracleBackend(BackendBase):
         Pc = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1], np.ones(len(uv))], 1) * z[ok, None]
         Pw = Pc @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
         seen = np.zeros(len(Pw), bool)
-        for T_wa, Ka, (Ha, Wa) in zip(mem.anchor_T_world_cam, mem.anchor_K, mem.anchor_hw):
+        st = OracleWindowMemory.DEPTH_STRIDE
+        for T_wa, Ka, (Ha, Wa), Da in zip(mem.anchor_T_world_cam, mem.anchor_K, mem.anchor_hw, mem.anchor_depth):
             Pa = (Pw - T_wa[:3, 3]) @ T_wa[:3, :3]
             za = Pa[:, 2]
             with np.errstate(divide="ignore", invalid="ignore"):
                 ua = Ka[0, 0] * Pa[:, 0] / za + Ka[0, 2]
                 va = Ka[1, 1] * Pa[:, 1] / za + Ka[1, 2]
-            seen |= (za > 1e-3) & (ua >= 0) & (ua < Wa) & (va >= 0) & (va < Ha)
+            inside = (za > 1e-3) & (ua >= 0) & (ua < Wa) & (va >= 0) & (va < Ha)
+            iu = np.clip(np.nan_to_num(ua / st).astype(int), 0, Da.shape[1] - 1)
+            iv = np.clip(np.nan_to_num(va / st).astype(int), 0, Da.shape[0] - 1)
+            dz = Da[iv, iu]
+            with np.errstate(invalid="ignore"):
+                seen |= inside & np.isfinite(dz) & (za <= 1.05 * dz + 1e-3)
         return int(seen.sum()), int(ok.sum())
 
     def export_window(self) -> OracleWindowMemory:
@@ -325,7 +338,8 @@ class OracleBackend(BackendBase):
             raise BackendError(f"oracle: window memory in {directory} is from backend {meta.get('backend')!r}")
         S = len(arrs["stamps_ns"])
         if (arrs["anchor_T_world_cam"].shape != (S, 4, 4) or arrs["anchor_K"].shape != (S, 3, 3)
-                or arrs["T_world_window"].shape != (4, 4) or len(arrs["descriptors"]) != S):
+                or arrs["T_world_window"].shape != (4, 4) or len(arrs["descriptors"]) != S
+                or arrs["anchor_depth"].ndim != 3 or len(arrs["anchor_depth"]) != S):
             raise BackendError(f"oracle: window memory in {directory} has inconsistent array shapes")
         return OracleWindowMemory(int(meta["window_id"]), float(meta["scale"]), **arrs)
 

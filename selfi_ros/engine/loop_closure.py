@@ -11,7 +11,8 @@ Verification (:func:`verify_loop`), before anything enters the graph (a false lo
 1. agreement: ``loop_min_keyframes`` (>= 2) distinct keyframes of the same window pair; one Sim(3)
    ``T_cand_cur`` is fitted to all of them (rotation mean + centres,
    :func:`selfi_ros.engine.chaining.fit_from_poses`) and must explain each: RMS camera-centre residual
-   <= ``loop_max_residual`` x the keyframes' spread, mean rotation residual <= ``loop_max_rotation_deg``;
+   <= ``loop_max_residual`` x the scene depth (median distance of the candidate window's points from the
+   keyframes; at least the keyframes' spread), mean rotation residual <= ``loop_max_rotation_deg``;
 2. plausibility (windows of one map segment): the correction it implies against the current estimate
    ``T_map_cand^-1 ∘ T_map_cur`` is bounded: camera centres move by <= ``loop_max_correction`` x the path
    length between the two windows (drift grows with distance travelled), rotation <= ``loop_max_correction_deg``,
@@ -69,7 +70,7 @@ class LoopCheck:
         accepted: the loop passed every test.
         T_cand_cur: the fitted Sim(3) current window -> candidate window (None when no fit).
         reason: why it was rejected ("" when accepted).
-        residual_ratio: RMS centre residual / spread of the keyframe centres (candidate frame).
+        residual_ratio: RMS centre residual / the reference length (scene depth or keyframe spread).
         rotation_deg: mean rotation residual (deg).
         correction_ratio: mean centre correction / path length (NaN without a prediction).
         correction_deg: rotation of the correction (deg, NaN without a prediction).
@@ -90,7 +91,7 @@ def _angle_deg(R: np.ndarray) -> float:
 
 def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3, max_residual: float = 0.05,
                 max_rotation_deg: float = 2.0, predicted: Optional[Sim3] = None, path_length: float = 0.0,
-                max_correction: float = 0.3, max_correction_deg: float = 30.0) -> LoopCheck:
+                max_correction: float = 0.3, max_correction_deg: float = 30.0, scale_ref: float = 0.0) -> LoopCheck:
     """Geometric verification of a loop hypothesis (module docstring, tests 1 and 2).
 
     Args:
@@ -100,6 +101,8 @@ def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3,
         predicted: the current estimate of ``T_cand_cur`` (None: windows of different segments).
         path_length: path length between the two windows in candidate-window units.
         max_correction, max_correction_deg: plausibility bounds of the correction.
+        scale_ref: reference length of the residual test (candidate-window units, e.g. the scene depth);
+            the keyframes' spread when larger.
     """
     by_stamp = {int(o.stamp_ns): o for o in observations}
     obs = list(by_stamp.values())
@@ -114,11 +117,11 @@ def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3,
     cw = M.apply(np.array([o.T_cur_cam[:3, 3] for o in obs], np.float64))
     spread = float(np.sqrt(((cc - cc.mean(0)) ** 2).sum(1).mean()))
     res = float(np.sqrt(((cw - cc) ** 2).sum(1).mean()))
-    ratio = res / max(spread, 1e-12)
+    ratio = res / max(spread, float(scale_ref), 1e-12)
     rot = float(np.mean([_angle_deg((M.R @ o.T_cur_cam[:3, :3]).T @ o.T_cand_cam[:3, :3]) for o in obs]))
     chk = LoopCheck(False, M, "", ratio, rot)
     if not (ratio <= max_residual and rot <= max_rotation_deg):
-        chk.reason = (f"keyframes disagree: centre residual {ratio:.3g} x spread (max {max_residual}), rotation "
+        chk.reason = (f"keyframes disagree: centre residual {ratio:.3g} x depth (max {max_residual}), rotation "
                       f"{rot:.3g} deg (max {max_rotation_deg})")
         return chk
     if predicted is not None:
@@ -319,13 +322,21 @@ class LoopClosure:
             pred = (S_cand.inverse() @ self._T_map_window) if same else None
             chk = verify_loop(group, c.loop_min_keyframes, c.loop_max_residual, c.loop_max_rotation_deg, pred,
                               self._path_length(wid, cur) / S_cand.s, c.loop_max_correction,
-                              c.loop_max_correction_deg)
+                              c.loop_max_correction_deg, self._scene_depth(wid, [o.T_cand_cam[:3, 3] for o in group]))
             if not chk.accepted:
                 st.loop_rejections += 1
                 log.warning("loop %d <-> %d rejected: %s", wid, cur, chk.reason)
                 continue
             self._close_loop(wid, cur, chk.T_cand_cur, not same, kf, out)
             return
+
+    def _scene_depth(self, wid: int, centres) -> float:
+        """Median distance of window ``wid``'s stored points from the mean of ``centres`` (its units; 0
+        without points)."""
+        e = self.db.entries.get(int(wid))
+        if e is None or not len(e.cloud):
+            return 0.0
+        return float(np.median(np.linalg.norm(e.cloud - np.mean(np.asarray(centres), axis=0), axis=1)))
 
     def _path_length(self, a: int, b: int) -> float:
         """Sum of distances between the origins of consecutive windows (by id) from ``a`` to ``b`` (map units)."""
