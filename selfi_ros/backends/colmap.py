@@ -1,31 +1,35 @@
-"""CPU reconstruction backend on pycolmap: SIFT + exhaustive matching + incremental SfM for a window of
-anchors, then 2D-3D matching + LO-RANSAC absolute pose for query frames. No GPU, no weights.
+"""CPU reconstruction backend on pycolmap: heavy work per keyframe, cheap work per frame. No GPU, no weights.
 
 This plays the role of SAIL-Recon's anchor reconstruction + localization (official repository
-HKUST-SAIL/SAIL-Recon) with classic
-structure-from-motion (Schoenberger & Frahm, "Structure-from-Motion Revisited", CVPR 2016, as packaged
-by COLMAP / pycolmap 4.2):
+HKUST-SAIL/SAIL-Recon) with classic structure-from-motion (Schoenberger & Frahm, "Structure-from-Motion
+Revisited", CVPR 2016, as packaged by COLMAP / pycolmap 4.2):
 
-* :meth:`ColmapBackend.reconstruct_window`: the anchors are written to a temporary folder, SIFT features
-  are extracted into a COLMAP database, all pairs are matched and geometrically verified, and COLMAP's
-  incremental mapper reconstructs them. With known intrinsics (every anchor has ``Frame.K``) a single
-  PINHOLE camera with fixed K is used; otherwise one SIMPLE_RADIAL camera is estimated. The result is
-  expressed in the frame of the first registered anchor (its extrinsics are identity) and scaled so
-  that the median depth of the sparse points in that camera is 1 (the scale of a monocular window is
-  arbitrary; the engine chains windows with Sim(3)). The scene memory kept for localization is the
-  window's 3D points with the SIFT descriptor of every observation of each point.
-* :meth:`ColmapBackend.localize`: SIFT of the query image, nearest-neighbour matching against the memory
-  descriptors (Lowe's ratio test against the best match of a *different* 3D point), one 2D-3D
-  correspondence per 3D point, then ``pycolmap.estimate_and_refine_absolute_pose`` (P3P in LO-RANSAC and
-  a non-linear refinement). Confidence = RANSAC inlier ratio.
+* :meth:`ColmapBackend.reconstruct_window`: each anchor's SIFT comes from the backend's feature cache
+  (:mod:`selfi_ros.backends.colmap_features`: extracted once per keyframe, from memory); each anchor is
+  matched with its ``pairs_per_keyframe`` successors only (a pair shared with the previous window is not
+  matched again); keypoints, descriptors and verified two-view geometries go into an *in-memory* COLMAP
+  database (``pycolmap.Database.open(":memory:")``: nothing is written to disk). When the window shares
+  >= 2 anchors with the previous window's model (``grow_windows``), that model restricted to the shared
+  anchors (their poses, fixed, and the 3D points they observe) seeds COLMAP's incremental pipeline, which
+  then only registers the new anchors (absolute pose), triangulates and runs its local and global bundle
+  adjustments (``ba_local_num_images``); otherwise, or when growing fails, the window is reconstructed
+  from scratch by the same pipeline. With known intrinsics (every anchor has ``Frame.K``) a single PINHOLE
+  camera with fixed K is used; otherwise one SIMPLE_RADIAL camera is estimated. The result is expressed
+  in the frame of the first registered anchor (its extrinsics are identity) and scaled so that the median
+  depth of the sparse points in that camera is 1 (the engine chains windows with Sim(3)).
+* :meth:`ColmapBackend.localize`: a frame is tracked (:mod:`selfi_ros.backends.colmap_tracking`: KLT of the
+  window points' 2D positions from the nearest posed image, then PnP RANSAC) and, when tracking is lost,
+  localized by SIFT matching against the window's descriptors (:func:`~selfi_ros.backends.colmap_memory.
+  localize_features`), whose inliers re-seed the tracks. Confidence = inlier ratio; ``inliers`` filled.
+* Window memories (issue 10 of the map contract): :meth:`export_window` / :meth:`load_window` /
+  :meth:`localize_in` with :class:`~selfi_ros.backends.colmap_memory.ColmapWindowMemory`, and
+  :meth:`describe`: VLAD over the cached SIFT (:class:`~selfi_ros.backends.colmap_memory.Vlad`).
 
-Logging: COLMAP logs through glog from C++ straight to file descriptor 2 (stderr): about 80 INFO lines per
-window of 6 anchors (several per image from feature extraction, then matching and mapping).
-``verbose=False`` (the default) raises glog's ``minloglevel`` to WARNING through
-``pycolmap.logging.minloglevel`` (pycolmap's binding of glog's ``FLAGS_minloglevel``), so COLMAP's warnings
-and errors still show and its INFO lines do not; ``verbose=True`` sets it to INFO. The flag is process-wide:
-the backend constructed last decides. This backend logs one INFO line per window through Python's
-``logging``.
+Logging: COLMAP logs through glog from C++ straight to file descriptor 2 (stderr). ``verbose=False`` (the
+default) raises glog's ``minloglevel`` to WARNING through ``pycolmap.logging.minloglevel`` (pycolmap's
+binding of glog's ``FLAGS_minloglevel``), so COLMAP's warnings and errors still show and its INFO lines do
+not; ``verbose=True`` sets it to INFO. The flag is process-wide: the backend constructed last decides.
+This backend logs one INFO line per window through Python's ``logging``.
 
 Conventions: extrinsics are camera-from-window (3x4, OpenCV optical axes), intrinsics are OpenCV K
 (pixel centres at integers). COLMAP puts pixel centres at +0.5, so ``cx_colmap = cx_opencv + 0.5``;
@@ -33,46 +37,24 @@ the conversion is done at this boundary only.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from selfi_ros.backends.colmap_features import FeatureCache, PairCache, frame_key, grey
+from selfi_ros.backends.colmap_memory import ColmapWindowMemory, Vlad, localize_features
+from selfi_ros.backends.colmap_tracking import KltTracker, TrackSeed, absolute_pose, k_to_colmap_params
 from selfi_ros.backends.config import ColmapBackendConfig, with_options
-from selfi_ros.geometry.camera import scale_intrinsics
 from selfi_ros.engine.backend import BackendBase, BackendError
+from selfi_ros.engine.status import BackendStatus
 from selfi_ros.engine.types import Frame, LocalizationResult, WindowReconstruction
+from selfi_ros.geometry.camera import scale_intrinsics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _SceneMemory:
-    """What localization matches against (all in the window frame, window units).
-
-    Attributes:
-        points: (N, 3) float64 sparse 3D points.
-        descriptors: (M, 128) float32 SIFT descriptors (uint8 values) of every observation of a point.
-        point_index: (M,) int64 row of ``points`` observed by each descriptor.
-        K: (3, 3) OpenCV intrinsics of the window's camera (for queries without their own K).
-        image_size_hw: (H, W) the intrinsics refer to.
-    """
-
-    points: np.ndarray
-    descriptors: np.ndarray
-    point_index: np.ndarray
-    K: np.ndarray
-    image_size_hw: tuple
-
-
-def _k_to_colmap_params(K: np.ndarray) -> list[float]:
-    """OpenCV K -> COLMAP PINHOLE params ``fx, fy, cx, cy`` (pixel-centre convention +0.5)."""
-    return [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]) + 0.5, float(K[1, 2]) + 0.5]
+_k_to_colmap_params = k_to_colmap_params  # old private name, kept for callers
 
 
 def _colmap_camera_to_k(camera) -> np.ndarray:
@@ -81,13 +63,6 @@ def _colmap_camera_to_k(camera) -> np.ndarray:
     K[0, 2] -= 0.5
     K[1, 2] -= 0.5
     return K
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint8 grey (ITU-R 601 luma, as OpenCV)."""
-    import cv2
-
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
 
 def set_colmap_verbose(verbose: bool) -> None:
@@ -108,16 +83,14 @@ class ColmapBackend(BackendBase):
 
     Args:
         config: a :class:`~selfi_ros.backends.config.ColmapBackendConfig` (default: its defaults); its
-            fields document every option with its unit.
+            fields document every option with its unit and cost.
         **options: fields of that config overriding ``config`` (cast and validated).
 
-    Notes on the speed options (measured on the sample sequence, shared 2-core machine):
-        ``query_first_octave`` 0 skips COLMAP's 2x upsampled first octave (-1) for query frames: 3.5x
-        faster query extraction (0.10 vs 0.35 s per 480x360 frame) with the same pose accuracy inside the
-        window, one frame less of reach beyond it. ``anchor_first_octave`` 0 makes windows of 4-6 anchors 3x
-        faster (0.4-0.9 s instead of 1.4-2 s; a node then keeps up with the 5 Hz sample), but with about
-        half the 3D points and clearly lower accuracy on wide windows (camera-centre errors up to 7% of the
-        window extent instead of < 3% in ``test/test_colmap_backend.py``); a speed option, not the default.
+    Attributes:
+        counters: running counts: ``windows_grown`` / ``windows_scratch`` (how windows were built),
+            ``grow_fallbacks`` (growing failed, rebuilt from scratch), ``tracked`` / ``sift_localized`` /
+            ``localize_failed`` frames; the feature cache's ``extractions`` and ``hits`` are on
+            ``features``, the pair cache's ``computed`` / ``hits`` on ``pairs``.
 
     Raises:
         selfi_ros.backends.config.BackendConfigError: an option the backend does not have, or a bad value.
@@ -125,6 +98,7 @@ class ColmapBackend(BackendBase):
 
     name = "colmap"
     random_weights = False
+    supports_map = True
 
     def __init__(self, config: Optional[ColmapBackendConfig] = None, **options) -> None:
         import pycolmap
@@ -141,145 +115,191 @@ class ColmapBackend(BackendBase):
         self.num_threads = cfg.num_threads
         self.seed = cfg.seed
         self.work_dir = cfg.work_dir or None
-        self.peak_threshold = cfg.peak_threshold
-        self.query_first_octave = cfg.query_first_octave
-        self.anchor_first_octave = cfg.anchor_first_octave
         self.verbose = cfg.verbose
-        self._memory: Optional[_SceneMemory] = None
-        self._extractor = None
+        self.features = FeatureCache(cfg.max_num_features, cfg.max_image_size, cfg.peak_threshold,
+                                     cfg.num_threads, cfg.feature_cache_size)
+        self.pairs = PairCache(cfg.feature_cache_size * cfg.pairs_per_keyframe)
+        self.tracker = KltTracker(cfg.track_window_px, cfg.track_levels, cfg.track_fb_max_px,
+                                  cfg.track_max_points, cfg.track_max_gap_s)
+        self.vlad = Vlad(cfg.vlad_clusters, cfg.seed)
+        self.counters = dict(windows_grown=0, windows_scratch=0, grow_fallbacks=0, tracked=0, sift_localized=0,
+                             localize_failed=0)
+        self._memory: Optional[ColmapWindowMemory] = None
+        self._rec = None  # the last window's pycolmap.Reconstruction (image names = frame keys)
         pycolmap.set_random_seed(self.seed)
         set_colmap_verbose(self.verbose)
 
-    # ------------------------------------------------------------------ helpers
-    def _extraction_options(self):
-        """COLMAP SIFT options shared by anchors and queries (``first_octave`` set by the caller)."""
-        opts = self._pycolmap.FeatureExtractionOptions()
-        opts.max_image_size = self.max_image_size
-        opts.num_threads = self.num_threads
-        opts.use_gpu = False
-        opts.sift.max_num_features = self.max_num_features
-        opts.sift.peak_threshold = self.peak_threshold
-        return opts
-
-    def _extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """SIFT of an RGB query image (``query_first_octave``): (m, 2) float64 COLMAP pixel coordinates,
-        (m, 128) float32 descriptors (uint8 values, as in the COLMAP database)."""
-        import cv2
-
-        pc = self._pycolmap
-        if self._extractor is None:
-            opts = self._extraction_options()
-            opts.sift.first_octave = self.query_first_octave
-            self._extractor = pc.FeatureExtractor.create(opts, pc.Device.cpu)
-        grey = _grey(image)
-        h, w = grey.shape
-        s = min(1.0, self.max_image_size / max(h, w))
-        if s < 1.0:
-            grey = cv2.resize(grey, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
-        kps, desc = self._extractor.extract_from_uint8_array(grey)
-        xy = np.asarray(pc.keypoints_to_matrix(kps), dtype=np.float64)[:, :2]
-        if s < 1.0:  # COLMAP coordinates: pixel corners at integers, so scaling is exact
-            xy /= s
-        return xy, np.asarray(desc.data, dtype=np.float32)
-
-    # ------------------------------------------------------------------ Backend
+    # ------------------------------------------------------------------ window reconstruction
     def reconstruct_window(self, window_id: int, anchors: Sequence[Frame]) -> WindowReconstruction:
         """Reconstruct ``anchors`` with COLMAP and make them the scene memory (see module docstring).
 
         Returns every anchor (in the given order) in the frame of the first anchor COLMAP registered
         (normally anchor 0); anchors the mapper left out are localized against the window's points.
-        ``sparse_points``/``sparse_colors`` are filled, dense depth is None. Raises :class:`BackendError`
-        for < 2 anchors, mixed image sizes, fewer than ``min_registered`` registered anchors, an anchor
-        that can be neither registered nor localized, or a failed reconstruction.
+        ``sparse_points``/``sparse_colors`` and ``descriptors`` (VLAD) are filled, dense depth is None.
+        Raises :class:`BackendError` for < 2 anchors, mixed image sizes, fewer than ``min_registered``
+        registered anchors, an anchor that can be neither registered nor localized, or a failed
+        reconstruction (the previous window stays the current one).
         """
-        import cv2
-
-        pc = self._pycolmap
         anchors = list(anchors)
         if len(anchors) < 2:
             raise BackendError(f"colmap: a window needs >= 2 anchors, got {len(anchors)}")
         sizes = {(f.height, f.width) for f in anchors}
         if len(sizes) != 1:
             raise BackendError(f"colmap: anchors of one window must share an image size, got {sorted(sizes)}")
-        h, w = anchors[0].height, anchors[0].width
-        known_k = all(f.K is not None for f in anchors)
         t0 = time.perf_counter()
-        tmp = tempfile.mkdtemp(prefix="selfi_colmap_", dir=self.work_dir)
         try:
-            img_dir = os.path.join(tmp, "images")
-            os.makedirs(img_dir)
-            names = []
-            for k, f in enumerate(anchors):
-                name = f"{k:04d}.png"
-                cv2.imwrite(os.path.join(img_dir, name), f.image[:, :, ::-1])
-                names.append(name)
-            db_path = os.path.join(tmp, "database.db")
-            reader = pc.ImageReaderOptions()
-            if known_k:
-                reader.camera_model = "PINHOLE"
-                reader.camera_params = ",".join(f"{v:.10g}" for v in _k_to_colmap_params(anchors[0].K))
-            else:
-                reader.camera_model = "SIMPLE_RADIAL"
-            eopts = self._extraction_options()
-            eopts.sift.first_octave = self.anchor_first_octave
-            pc.extract_features(db_path, img_dir, image_names=names, camera_mode=pc.CameraMode.SINGLE,
-                                reader_options=reader, extraction_options=eopts,
-                                device=pc.Device.cpu)
-            mopts = pc.FeatureMatchingOptions()
-            mopts.use_gpu = False
-            mopts.num_threads = self.num_threads
-            pc.match_exhaustive(db_path, matching_options=mopts, device=pc.Device.cpu)
-            iopts = pc.IncrementalPipelineOptions()
-            iopts.multiple_models = False
-            iopts.min_model_size = 2
-            iopts.num_threads = self.num_threads
-            iopts.random_seed = self.seed
-            iopts.extract_colors = True
-            iopts.mapper.init_min_num_inliers = 50
-            iopts.mapper.init_min_tri_angle = 2.0
-            iopts.mapper.abs_pose_min_num_inliers = 20
-            if known_k:
-                iopts.ba_refine_focal_length = False
-                iopts.ba_refine_principal_point = False
-                iopts.ba_refine_extra_params = False
-            out_dir = os.path.join(tmp, "sparse")
-            os.makedirs(out_dir)
-            recs = pc.incremental_mapping(db_path, img_dir, out_dir, options=iopts)
-            if not recs:
-                raise BackendError(f"colmap: window {window_id}: incremental mapping registered no model "
-                                   f"({len(anchors)} anchors)")
-            rec = max(recs.values(), key=lambda r: r.num_reg_images())
-            db = pc.Database.open(db_path)
-            try:
-                result, memory = self._window_from_reconstruction(window_id, anchors, names, rec, db, (h, w))
-            finally:
-                db.close()
+            feats = [self.features.get(f, self.config.anchor_first_octave) for f in anchors]
+            rec, grown = None, False
+            seed_ids = self._shared_with_previous(anchors)
+            if self.config.grow_windows and len(seed_ids) >= 2:
+                try:
+                    rec = self._map(window_id, anchors, feats, seed_ids)
+                    grown = True
+                except Exception as exc:  # noqa: BLE001 - BackendError or pycolmap's RuntimeError/IndexError
+                    self.counters["grow_fallbacks"] += 1
+                    log.info("colmap window %d: growing failed (%s); from scratch", window_id, exc)
+            if rec is None:
+                rec = self._map(window_id, anchors, feats, {})
+            result, memory, seeds = self._window_from_reconstruction(window_id, anchors, feats, rec)
         except BackendError:
             raise
         except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
             raise BackendError(f"colmap: window {window_id} failed: {exc}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._memory = memory
-        log.info("colmap window %d: %d/%d anchors, %d points in %.2f s", window_id, result.num_frames,
-                 len(anchors), len(memory.points), time.perf_counter() - t0)
+        self.counters["windows_grown" if grown else "windows_scratch"] += 1
+        self._memory, self._rec = memory, rec
+        self.tracker.reset_window(seeds)
+        if self.vlad.centres is None:
+            self.vlad.fit(np.concatenate([f.descriptors for f in feats]))
+        result.descriptors = np.stack([self.vlad.describe(f.descriptors) for f in feats])
+        log.info("colmap window %d: %d/%d anchors, %d points in %.2f s (%s)", window_id, result.num_frames,
+                 len(anchors), len(memory.points), time.perf_counter() - t0, "grown" if grown else "from scratch")
         return result
 
-    def _window_from_reconstruction(self, window_id, anchors, names, rec, db, size_hw):
+    def _shared_with_previous(self, anchors) -> dict:
+        """Anchor position -> image id in the previous window's model, for anchors it registered."""
+        if self._rec is None:
+            return {}
+        by_name = {img.name: iid for iid, img in self._rec.images.items() if img.has_pose}
+        out = {}
+        for k, f in enumerate(anchors):
+            iid = by_name.get(_name(f))
+            if iid is not None and self.features.peek(f, self.config.anchor_first_octave) is not None:
+                out[k] = iid
+        return out
+
+    def _camera(self, anchors, seeded: bool):
+        """The window's one COLMAP camera (id 1): PINHOLE with the anchors' K, else SIMPLE_RADIAL (from the
+        previous model when growing it, else COLMAP's prior focal length 1.2 x the longer side)."""
+        pc = self._pycolmap
+        h, w = anchors[0].height, anchors[0].width
+        if all(f.K is not None for f in anchors):
+            cam = pc.Camera(model="PINHOLE", width=w, height=h, params=k_to_colmap_params(anchors[0].K))
+            cam.has_prior_focal_length = True  # calibrated two-view geometry (essential matrix)
+        elif seeded:
+            prev = next(iter(self._rec.cameras.values()))
+            cam = pc.Camera(model=prev.model_name, width=w, height=h, params=list(prev.params))
+            cam.has_prior_focal_length = True
+        else:
+            f0 = 1.2 * max(w, h)
+            cam = pc.Camera(model="SIMPLE_RADIAL", width=w, height=h, params=[f0, w / 2.0, h / 2.0, 0.0])
+            cam.has_prior_focal_length = False
+        cam.camera_id = 1
+        return cam
+
+    def _map(self, window_id, anchors, feats, seed_ids: dict):
+        """Run COLMAP's incremental pipeline on an in-memory database of the anchors (image id = position
+        + 1, name = frame key), seeded with the previous model's shared anchors when ``seed_ids`` is given.
+        Returns the pycolmap.Reconstruction; raises BackendError when too few anchors register."""
+        pc = self._pycolmap
+        cfg = self.config
+        known_k = all(f.K is not None for f in anchors)
+        cam = self._camera(anchors, bool(seed_ids))
+        db = pc.Database.open(":memory:")
+        try:
+            db.write_camera(cam, use_camera_id=True)
+            rig = pc.Rig()
+            rig.add_ref_sensor(cam.sensor_id)
+            rig.rig_id = 1
+            db.write_rig(rig, use_rig_id=True)
+            for k, (f, ft) in enumerate(zip(anchors, feats)):
+                im = pc.Image(name=_name(f), camera_id=1, image_id=k + 1)
+                db.write_image(im, use_image_id=True)
+                fr = pc.Frame()
+                fr.rig_id = 1
+                fr.frame_id = k + 1
+                fr.add_data_id(im.data_id)
+                db.write_frame(fr, use_frame_id=True)
+                db.write_keypoints(k + 1, ft.keypoints)
+                db.write_descriptors(k + 1, pc.FeatureDescriptors(pc.FeatureExtractorType.SIFT, ft.descriptors))
+            tvo = pc.TwoViewGeometryOptions()
+            for a in range(len(anchors)):
+                for b in range(a + 1, min(len(anchors), a + 1 + cfg.pairs_per_keyframe)):
+                    tvg = self.pairs.get(frame_key(anchors[a]), frame_key(anchors[b]), feats[a], feats[b], cam,
+                                         self.ratio, tvo)
+                    if len(tvg.inlier_matches) >= 15:
+                        db.write_two_view_geometry(a + 1, b + 1, tvg)
+            mgr = pc.ReconstructionManager()
+            if seed_ids:
+                self._seed(mgr.get(mgr.add()), cam, feats, seed_ids)
+            io = pc.IncrementalPipelineOptions()
+            io.multiple_models = False
+            io.min_model_size = 2
+            io.num_threads = self.num_threads
+            io.random_seed = self.seed
+            io.extract_colors = False  # colours come from the images in memory
+            io.fix_existing_frames = bool(seed_ids)
+            io.mapper.init_min_num_inliers = 50
+            io.mapper.init_min_tri_angle = 2.0
+            io.mapper.abs_pose_min_num_inliers = 20
+            io.mapper.ba_local_num_images = cfg.ba_local_num_images
+            if known_k:
+                io.ba_refine_focal_length = False
+                io.ba_refine_principal_point = False
+                io.ba_refine_extra_params = False
+            pc.IncrementalPipeline(io, db, mgr).run()
+        finally:
+            db.close()
+        if mgr.size() == 0:
+            raise BackendError(f"colmap: window {window_id}: incremental mapping registered no model "
+                               f"({len(anchors)} anchors)")
+        rec = max((mgr.get(i) for i in range(mgr.size())), key=lambda r: r.num_reg_images())
+        rec = pc.Reconstruction(rec)  # detached from the manager
+        n_reg = rec.num_reg_images()
+        if n_reg < max(self.min_registered, len(seed_ids) + 1 if seed_ids else 0):
+            raise BackendError(f"colmap: window {window_id}: only {n_reg} of {len(anchors)} anchors "
+                               f"registered (need {self.min_registered})")
+        return rec
+
+    def _seed(self, seed, cam, feats, seed_ids: dict) -> None:
+        """Fill ``seed`` with the previous model's shared anchors (new image ids, same poses and keypoints)
+        and its 3D points seen by >= 2 of them (track elements re-numbered)."""
+        pc = self._pycolmap
+        seed.add_camera_with_trivial_rig(cam)
+        new_id = {}
+        for k, old in seed_ids.items():
+            prev = self._rec.image(old)
+            im = pc.Image(name=prev.name, keypoints=feats[k].xy, camera_id=1, image_id=k + 1)
+            seed.add_image_with_trivial_frame(im, prev.cam_from_world())
+            new_id[old] = k + 1
+        for p in self._rec.points3D.values():
+            els = [pc.TrackElement(new_id[e.image_id], e.point2D_idx) for e in p.track.elements if e.image_id in new_id]
+            if len(els) >= 2:
+                seed.add_point3D(p.xyz, pc.Track(els), p.color)
+
+    def _window_from_reconstruction(self, window_id, anchors, feats, rec):
         by_name = {img.name: img for img in rec.images.values() if img.has_pose}
+        names = [_name(f) for f in anchors]
         order = [k for k, n in enumerate(names) if n in by_name]
         if len(order) < self.min_registered:
             raise BackendError(f"colmap: window {window_id}: only {len(order)} of {len(anchors)} anchors "
                                f"registered (need {self.min_registered})")
         E = {k: np.asarray(by_name[names[k]].cam_from_world().matrix(), dtype=np.float64) for k in order}
         ref = order[0]
-        T_ref_world = np.eye(4)
-        T_ref_world[:3, :] = E[ref]
+        T_ref_world = np.vstack([E[ref], [0.0, 0.0, 0.0, 1.0]])
         point_ids = list(rec.point3D_ids())
         if len(point_ids) < 10:
             raise BackendError(f"colmap: window {window_id}: only {len(point_ids)} 3D points")
         xyz_world = np.array([rec.points3D[i].xyz for i in point_ids], dtype=np.float64)
-        rgb = np.array([rec.points3D[i].color for i in point_ids], dtype=np.uint8).reshape(-1, 3)
         xyz_ref = xyz_world @ T_ref_world[:3, :3].T + T_ref_world[:3, 3]
         depth = xyz_ref[:, 2]
         if np.sum(depth > 0) < 10:
@@ -289,39 +309,48 @@ class ColmapBackend(BackendBase):
         T_world_ref = np.linalg.inv(T_ref_world)
         extr = {}
         for k in order:
-            T = np.eye(4)
-            T[:3, :] = E[k]
-            Tk = T @ T_world_ref  # camera_k from ref
+            Tk = np.vstack([E[k], [0.0, 0.0, 0.0, 1.0]]) @ T_world_ref  # camera_k from ref
             Tk[:3, 3] *= scale
             extr[k] = Tk[:3, :]
         extr[ref] = np.hstack([np.eye(3), np.zeros((3, 1))])  # exact identity by construction
-        cam = rec.cameras[by_name[names[ref]].camera_id]
-        K = _colmap_camera_to_k(cam)
-        # scene memory: one descriptor per observation of each 3D point
+        K = _colmap_camera_to_k(rec.cameras[by_name[names[ref]].camera_id])
+        # memory: one descriptor per observation of each 3D point; colours from the anchor images
         row_of = {pid: r for r, pid in enumerate(point_ids)}
-        descs, rows = [], []
-        for k in order:
+        colors = np.zeros((len(point_ids), 3), np.uint8)
+        colored = np.zeros(len(point_ids), bool)
+        d_all, rows_all, xy_all, anc_all, seeds = [], [], [], [], []
+        h, w = anchors[0].height, anchors[0].width
+        for j, k in enumerate(order):
             img = by_name[names[k]]
-            d = np.asarray(db.read_descriptors(img.image_id).data, dtype=np.float32)
-            for idx, p2d in enumerate(img.points2D):
-                if p2d.has_point3D() and p2d.point3D_id in row_of:
-                    descs.append(d[idx])
-                    rows.append(row_of[p2d.point3D_id])
-        memory = _SceneMemory(points=points, descriptors=np.array(descs, dtype=np.float32).reshape(-1, 128),
-                              point_index=np.array(rows, dtype=np.int64), K=K, image_size_hw=tuple(size_hw))
-        # anchors COLMAP did not register: localize them against the window (the engine needs every anchor)
+            obs = [(i, row_of[p.point3D_id]) for i, p in enumerate(img.points2D)
+                   if p.has_point3D() and p.point3D_id in row_of]
+            idx = np.array([o[0] for o in obs], np.int64)
+            rows = np.array([o[1] for o in obs], np.int64)
+            xy = (feats[k].xy[idx] - 0.5).astype(np.float32) if len(idx) else np.zeros((0, 2), np.float32)
+            u = np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)
+            v = np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1)
+            new = ~colored[rows]
+            colors[rows[new]] = anchors[k].image[v[new], u[new]]
+            colored[rows] = True
+            d_all.append(feats[k].descriptors[idx])
+            rows_all.append(rows)
+            xy_all.append(xy)
+            anc_all.append(np.full(len(idx), j, np.int64))
+            seeds.append(TrackSeed(int(anchors[k].stamp_ns), grey(anchors[k].image), xy, rows))
+        memory = ColmapWindowMemory(
+            window_id=int(window_id), points=points, colors=colors,
+            descriptors=np.concatenate(d_all).astype(np.uint8).reshape(-1, 128),
+            point_index=np.concatenate(rows_all), K=K, image_size_hw=(h, w),
+            anchor_stamps_ns=np.array([anchors[k].stamp_ns for k in order], np.int64),
+            obs_anchor=np.concatenate(anc_all), obs_xy=np.concatenate(xy_all).reshape(-1, 2))
         missing = [k for k in range(len(anchors)) if k not in extr]
+        for k in missing:  # the engine needs every anchor: localize the ones COLMAP left out
+            r = self._localize_sift(memory, anchors[k], None)
+            if r.extrinsics is None:
+                raise BackendError(f"colmap: window {window_id}: anchor {k} (frame {anchors[k].index}) "
+                                   f"neither registered nor localized: {r.reason}")
+            extr[k] = r.extrinsics
         if missing:
-            prev, self._memory = self._memory, memory
-            try:
-                for k in missing:
-                    r = self._localize_one(anchors[k])
-                    if r.extrinsics is None:
-                        raise BackendError(f"colmap: window {window_id}: anchor {k} (frame {anchors[k].index}) "
-                                           f"neither registered nor localized: {r.reason}")
-                    extr[k] = r.extrinsics
-            finally:
-                self._memory = prev
             log.info("colmap window %d: anchors %s localized after mapping", window_id, missing)
         n = len(anchors)
         result = WindowReconstruction(
@@ -330,16 +359,13 @@ class ColmapBackend(BackendBase):
             frame_indices=np.array([f.index for f in anchors], dtype=np.int64),
             extrinsics=np.stack([extr[k] for k in range(n)]).astype(np.float64),
             intrinsics=np.stack([K] * n).astype(np.float64),
-            image_size_hw=tuple(size_hw),
-            sparse_points=points.astype(np.float32),
-            sparse_colors=rgb,
-            backend=self.name,
-            random_weights=False,
-        )
-        return result, memory
+            image_size_hw=(h, w), sparse_points=points.astype(np.float32), sparse_colors=colors,
+            backend=self.name, random_weights=False)
+        return result, memory, seeds
 
+    # ------------------------------------------------------------------ localization
     def localize(self, frames: Sequence[Frame]) -> list[LocalizationResult]:
-        """Localize each frame against the last window's 3D points (see module docstring).
+        """Localize each frame against the last window (tracking, else SIFT; see module docstring).
 
         Raises :class:`BackendError` when no window has been reconstructed; per-frame failures come back
         as results with ``extrinsics=None`` and a ``reason``.
@@ -348,60 +374,123 @@ class ColmapBackend(BackendBase):
             raise BackendError("colmap: localize called before any window was reconstructed")
         return [self._localize_one(f) for f in frames]
 
-    def _localize_one(self, frame: Frame) -> LocalizationResult:
-        import cv2
-
-        pc = self._pycolmap
-        mem = self._memory
+    def _k_for(self, mem: ColmapWindowMemory, frame: Frame) -> np.ndarray:
         if frame.K is not None:
-            K = frame.K
-        else:  # the window's estimate, rescaled to this image size
-            K = scale_intrinsics(mem.K, frame.width / mem.image_size_hw[1], frame.height / mem.image_size_hw[0])
+            return frame.K
+        return scale_intrinsics(mem.K, frame.width / mem.image_size_hw[1], frame.height / mem.image_size_hw[0])
 
-        def fail(reason: str, conf: float = 0.0) -> LocalizationResult:
-            return LocalizationResult(frame.stamp_ns, frame.index, None, K=K, confidence=conf, reason=reason)
+    def _localize_one(self, frame: Frame) -> LocalizationResult:
+        """Tracked pose when >= ``min_inliers`` tracks agree; with fewer than ``track_min_points`` of them
+        the frame is also SIFT-localized and the better-supported pose wins (and re-seeds the tracks)."""
+        cfg, mem = self.config, self._memory
+        g, tracked = None, None
+        if cfg.track_non_keyframes:
+            g = grey(frame.image)
+            seed = self.tracker.nearest_seed(frame.stamp_ns, g.shape)
+            if seed is not None:
+                xy, rows = self.tracker.track(seed, g)
+                if len(xy) >= self.min_inliers:
+                    K = self._k_for(mem, frame)
+                    fit, _ = absolute_pose(xy.astype(np.float64) + 0.5, mem.points[rows], K, frame.width,
+                                           frame.height, self.ransac_max_error_px, self.seed)
+                    if fit is not None and fit.num_inliers >= self.min_inliers:
+                        tracked = (LocalizationResult(frame.stamp_ns, frame.index, fit.extrinsics, K=K,
+                                                      confidence=fit.num_inliers / float(len(xy)),
+                                                      inliers=fit.num_inliers),
+                                   TrackSeed(int(frame.stamp_ns), g, xy[fit.inlier_mask], rows[fit.inlier_mask],
+                                             tracked=True))
+                        if fit.num_inliers >= cfg.track_min_points:
+                            self.tracker.last = tracked[1]
+                            self.counters["tracked"] += 1
+                            return tracked[0]
+        res = self._localize_sift(mem, frame, g, count=tracked is None)
+        if tracked is not None and (res.extrinsics is None or res.inliers <= tracked[0].inliers):
+            self.tracker.last = tracked[1]
+            self.counters["tracked"] += 1
+            return tracked[0]
+        if tracked is not None:
+            self.counters["sift_localized"] += 1
+        return res
 
-        xy, desc = self._extract(frame.image)
-        if len(xy) < self.min_inliers or len(mem.descriptors) < 2:
-            return fail(f"too few features ({len(xy)} query, {len(mem.descriptors)} memory)")
-        kk = min(4, len(mem.descriptors))
-        knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc, mem.descriptors, k=kk)
-        best: dict[int, tuple[float, int]] = {}  # 3D point row -> (distance, query keypoint)
-        for q, ms in enumerate(knn):
-            if not ms:
-                continue
-            m0 = ms[0]
-            p0 = int(mem.point_index[m0.trainIdx])
-            second = next((m for m in ms[1:] if int(mem.point_index[m.trainIdx]) != p0), None)
-            if second is not None and m0.distance > self.ratio * second.distance:
-                continue
-            if p0 not in best or m0.distance < best[p0][0]:
-                best[p0] = (m0.distance, q)
-        if len(best) < self.min_inliers:
-            return fail(f"too few 2D-3D matches ({len(best)} < {self.min_inliers})")
-        rows = np.fromiter(best.keys(), dtype=np.int64)
-        qidx = np.array([best[r][1] for r in rows], dtype=np.int64)
-        pts2d = xy[qidx]
-        pts3d = mem.points[rows]
-        camera = pc.Camera(model="PINHOLE", width=frame.width, height=frame.height,
-                           params=_k_to_colmap_params(K))
-        est = pc.AbsolutePoseEstimationOptions()
-        est.ransac.max_error = self.ransac_max_error_px
-        if hasattr(est.ransac, "random_seed"):
-            est.ransac.random_seed = self.seed
-        try:
-            ans = pc.estimate_and_refine_absolute_pose(pts2d, pts3d, camera, est)
-        except Exception as exc:  # noqa: BLE001 - pycolmap raises on degenerate input
-            return fail(f"absolute pose failed: {exc}")
-        if not ans:
-            return fail(f"absolute pose RANSAC found no model ({len(rows)} matches)")
-        n_in = int(ans["num_inliers"])
-        ratio = n_in / float(len(rows))
-        if n_in < self.min_inliers:
-            return fail(f"too few inliers ({n_in} < {self.min_inliers})", conf=ratio)
-        extr = np.asarray(ans["cam_from_world"].matrix(), dtype=np.float64)
-        return LocalizationResult(frame.stamp_ns, frame.index, extr, K=K, confidence=float(ratio))
+    def _localize_sift(self, mem: ColmapWindowMemory, frame: Frame, g, count: bool = False,
+                       reseed: bool = True) -> LocalizationResult:
+        """SIFT of ``frame`` (cached) matched against ``mem`` + PnP RANSAC; re-seeds the tracker from the
+        inliers when ``g`` (the frame's grey image) is given and ``reseed``."""
+        cfg = self.config
+        K = self._k_for(mem, frame)
+        ft = self.features.get(frame, cfg.query_first_octave, accept=(cfg.anchor_first_octave,), keep=False)
+        fit, rows, reason = localize_features(mem, ft.xy, ft.descriptors, K, frame.width, frame.height, self.ratio,
+                                              self.min_inliers, self.ransac_max_error_px, self.seed)
+        if fit is None:
+            if count:
+                self.counters["localize_failed"] += 1
+            return LocalizationResult(frame.stamp_ns, frame.index, None, K=K, confidence=0.0, reason=reason)
+        if count:
+            self.counters["sift_localized"] += 1
+        if g is not None and reseed:
+            keep = fit.inlier_mask
+            xy = (ft.xy[fit.query_index[keep]] - 0.5).astype(np.float32)
+            self.tracker.last = TrackSeed(int(frame.stamp_ns), g, xy, rows[keep], tracked=True)
+        return LocalizationResult(frame.stamp_ns, frame.index, fit.extrinsics, K=K,
+                                  confidence=fit.num_inliers / float(len(rows)), inliers=fit.num_inliers)
+
+    # ------------------------------------------------------------------ window memories (issue 10)
+    def map_signature(self) -> Mapping[str, str]:
+        """``backend``, the local ``features`` (COLMAP SIFT, uint8, at ``max_image_size``) and the ``global``
+        descriptor (VLAD size over RootSIFT)."""
+        return {"backend": self.name, "features": f"colmap-sift128-uint8-max{self.max_image_size}px",
+                "global": f"vlad{self.vlad.clusters}-rootsift"}
+
+    def export_window(self) -> ColmapWindowMemory:
+        """The current window's memory (arrays shared read-only; later windows make new ones), with the VLAD
+        vocabulary. Raises :class:`BackendError` before any window."""
+        if self._memory is None:
+            raise BackendError("colmap: export_window called before any window was reconstructed")
+        return dataclasses.replace(self._memory, vocabulary=self.vlad.centres, _desc_f32=None)
+
+    def load_window(self, directory: str) -> ColmapWindowMemory:
+        """Read a saved memory (:meth:`ColmapWindowMemory.load`); adopts its VLAD vocabulary if this backend
+        has none yet. Raises :class:`BackendError` naming the folder and the problem."""
+        mem = ColmapWindowMemory.load(directory)
+        if mem.backend != self.name:
+            raise BackendError(f"colmap: {directory} holds a {mem.backend!r} memory")
+        self.vlad.adopt(mem.vocabulary)
+        return mem
+
+    def localize_in(self, memory, frames: Sequence[Frame]) -> list[LocalizationResult]:
+        """Localize ``frames`` by SIFT matching against ``memory`` (a :class:`ColmapWindowMemory`) + PnP
+        RANSAC; camera-from-window of *that* window, ``inliers`` filled. The current window and the tracker
+        are left unchanged. Raises :class:`BackendError` for a memory of another backend."""
+        if not isinstance(memory, ColmapWindowMemory):
+            raise BackendError(f"colmap: cannot localize in a {type(memory).__name__}")
+        return [self._localize_sift(memory, f, None, reseed=False) for f in frames]
+
+    def describe(self, frames: Sequence[Frame]) -> np.ndarray:
+        """(N, 128 x ``vlad_clusters``) float32 L2-normalised VLAD of each frame's cached SIFT (keyframe
+        settings). Without a vocabulary yet (no window), it is built from these frames' descriptors."""
+        frames = list(frames)
+        feats = [self.features.get(f, self.config.anchor_first_octave, accept=(self.config.query_first_octave,))
+                 for f in frames]
+        if self.vlad.centres is None:
+            self.vlad.fit(np.concatenate([f.descriptors for f in feats] + [np.zeros((0, 128), np.uint8)]))
+        if not feats:
+            return np.zeros((0, self.vlad.dim), np.float32)
+        return np.stack([self.vlad.describe(f.descriptors) for f in feats]).astype(np.float32)
+
+    def status(self) -> BackendStatus:
+        """``memory_bytes``: the current window memory plus the feature cache."""
+        mem = self._memory.nbytes() if self._memory is not None else 0
+        return BackendStatus(memory_bytes=int(mem + self.features.nbytes()))
 
     def reset(self) -> None:
-        """Drop the scene memory."""
+        """Drop the scene memory, the previous model, the tracks and the caches (the VLAD vocabulary stays)."""
         self._memory = None
+        self._rec = None
+        self.tracker.clear()
+        self.features.clear()
+        self.pairs.clear()
+
+
+def _name(frame: Frame) -> str:
+    """COLMAP image name of a frame: its cache key ``<stamp_ns>_<index>``."""
+    return f"{int(frame.stamp_ns)}_{int(frame.index)}"

@@ -71,21 +71,40 @@ def _parse_bool(v) -> bool:
 
 @dataclass
 class ColmapBackendConfig:
-    """Options of the pycolmap backend (:class:`selfi_ros.backends.colmap.ColmapBackend`)."""
+    """Options of the pycolmap backend (:class:`selfi_ros.backends.colmap.ColmapBackend`).
 
-    max_num_features: int = 4096  # SIFT features per image (COLMAP max_num_features)
-    max_image_size: int = 1024  # longer image side for SIFT, larger images are downscaled (px)
-    ratio: float = 0.8  # Lowe ratio of query-to-memory descriptor matching (ratio)
+    Defaults are tuned for a 2-core CPU; the costs quoted are per 640x480 frame on such a machine (shared,
+    measured with ``benchmarks/bench_colmap.py``): SIFT of a keyframe ~0.1 s at ``anchor_first_octave`` 0
+    and ~2.5x that at -1 (grows with ``max_image_size`` squared and with ``max_num_features``); matching one
+    pair ~20 ms per 1000 features (``pairs_per_keyframe`` pairs per new keyframe); a tracked frame ~10 ms
+    (``track_max_points`` tracks); a SIFT fallback ~0.1 s.
+    """
+
+    max_num_features: int = 2048  # SIFT features per image (COLMAP max_num_features; cost grows with it)
+    max_image_size: int = 640  # longer image side for SIFT, larger images are downscaled (px; cost ~ its square)
+    ratio: float = 0.8  # Lowe ratio of descriptor matching, pairwise and query-to-memory (ratio)
     min_inliers: int = 15  # fewer absolute-pose RANSAC inliers is a localization failure (matches)
     ransac_max_error_px: float = 4.0  # reprojection threshold of the absolute-pose RANSAC (px)
     min_registered: int = 2  # a window with fewer registered anchors fails (frames)
-    num_threads: int = -1  # COLMAP threads for extraction, matching and mapping; -1 = all cores
+    num_threads: int = -1  # COLMAP threads for extraction and mapping; -1 = all cores
     seed: int = 0  # random seed of RANSAC and mapping (integer)
-    work_dir: str = ""  # parent of COLMAP's temporary folders; empty = the system temp dir
+    work_dir: str = ""  # unused: windows are built in memory (an in-memory COLMAP database); kept for old configs
     peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP 0.0067; lower finds more on smooth texture)
-    query_first_octave: int = 0  # SIFT first octave of query frames (-1 = 2x upsampled, COLMAP's default)
-    anchor_first_octave: int = -1  # SIFT first octave of window anchors (0 is 3x faster, fewer points)
+    query_first_octave: int = 0  # SIFT first octave of SIFT-localized frames (-1 = 2x upsampled, COLMAP's default)
+    anchor_first_octave: int = -1  # SIFT first octave of keyframes (0: ~2.5x faster, about half the points)
     verbose: bool = False  # COLMAP's own INFO log (glog, to stderr); warnings and errors show either way
+    feature_cache_size: int = 64  # keyframes whose SIFT stays cached for later windows and localization (frames)
+    pairs_per_keyframe: int = 3  # each anchor is matched with this many following anchors (pairs; cost: 1 match each)
+    grow_windows: bool = True  # register a window's new anchors into the previous window's model (else SfM from scratch)
+    ba_local_num_images: int = 6  # images in COLMAP's local bundle adjustment (BA window; cost grows with it)
+    track_non_keyframes: bool = True  # pose frames by KLT tracking of window points + PnP (SIFT only as fallback)
+    track_max_points: int = 300  # most window points tracked per frame (points; KLT cost grows linearly)
+    track_min_points: int = 40  # fewer inlier tracks: the frame is SIFT-localized too, the better pose re-seeds (points)
+    track_fb_max_px: float = 1.0  # forward-backward KLT error above which a track is dropped (px)
+    track_window_px: int = 21  # KLT search window side (px)
+    track_levels: int = 3  # KLT pyramid levels above full resolution (levels)
+    track_max_gap_s: float = 1.0  # never track from an image further apart in time than this (s)
+    vlad_clusters: int = 16  # VLAD vocabulary size for place recognition (descriptor dimension 128 x this)
 
     def validate(self) -> None:
         """Raises :class:`BackendConfigError` on a value out of range."""
@@ -95,6 +114,15 @@ class ColmapBackendConfig:
             raise BackendConfigError(f"ratio must be in (0, 1], got {self.ratio}")
         if self.min_inliers < 4 or self.ransac_max_error_px <= 0:
             raise BackendConfigError("min_inliers must be >= 4 and ransac_max_error_px > 0")
+        if self.feature_cache_size < 2 or self.pairs_per_keyframe < 1 or self.ba_local_num_images < 2:
+            raise BackendConfigError("feature_cache_size >= 2, pairs_per_keyframe >= 1 and ba_local_num_images >= 2 "
+                                     "are needed")
+        if self.track_max_points < 4 or self.track_min_points < 4 or self.track_fb_max_px <= 0:
+            raise BackendConfigError("track_max_points and track_min_points must be >= 4, track_fb_max_px > 0")
+        if self.track_window_px < 5 or self.track_levels < 0 or self.track_max_gap_s <= 0:
+            raise BackendConfigError("track_window_px >= 5, track_levels >= 0 and track_max_gap_s > 0 are needed")
+        if self.vlad_clusters < 2:
+            raise BackendConfigError(f"vlad_clusters must be >= 2, got {self.vlad_clusters}")
 
 
 @dataclass
