@@ -11,8 +11,8 @@ All 13 views go into one ``reconstruct_window`` with the known K (an unordered, 
 "real geometry" claim, without the engine's keyframe logic). The repetitive board leaves few unambiguous
 SIFT matches: with the backend's mapper defaults COLMAP registers 7 of the 13 views (97 points) and the
 other 6 are localized against those points, so the test's backend options ask for more features (8192)
-and accept a localization with 8 PnP inliers; one thread makes the run deterministic (backend defaults
-unchanged).
+and accept a localization with 8 PnP inliers, and (the set being unordered, not a stream) match every
+pair (``pairs_per_keyframe`` 12); one thread makes the run deterministic (backend defaults unchanged).
 
 Bounds (benchmarks/results/real_images.md): with seed 0 the test measures ATE RMS 5.0 mm (max 12.0 mm)
 and rotation errors mean 1.2 / max 2.6 deg after Sim(3); over seeds 0-3 the worst were ATE RMS 8.0 mm,
@@ -38,7 +38,7 @@ DATA = os.path.join(os.path.dirname(__file__), "..", "data", "real_chessboard")
 BOARD = (9, 6)  # inner corners: columns, rows
 SQUARE_M = 0.025
 MARGIN_SQUARES = 1.2
-OPTIONS = dict(seed=0, max_num_features=8192, min_inliers=8, num_threads=1)
+OPTIONS = dict(seed=0, max_num_features=8192, min_inliers=8, num_threads=1, pairs_per_keyframe=12)
 
 
 def _rot_deg(R: np.ndarray) -> float:
