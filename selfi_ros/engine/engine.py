@@ -311,32 +311,6 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
         self._window_event(frame, candidates, pose, conf, coverage, out)
         return out
 
-    def _first_window_step(self, frame: Frame, kf: Optional[Keyframe], out: EngineOutput) -> EngineOutput:
-        """Before the first window: hold a non-keyframe (bounded) or try window 0 with a keyframe."""
-        c = self.config
-        if kf is None:
-            if c.localize_non_keyframes:
-                self._held.append(frame)
-                while len(self._held) > c.max_held_frames:
-                    self._held.popleft()
-                    self._status.held_dropped += 1
-            return out
-        pending = self.keyframes.since(self._cutoff_ns)
-        if len(pending) >= c.window_size:
-            anchors = pending[-c.window_size:]
-            if self._new_window(anchors, out, first=True):
-                held = list(self._held)
-                self._held.clear()
-                b = max(1, c.localize_batch_size)
-                for i in range(0, len(held), b):
-                    poses, _ = self._localize(held[i:i + b])
-                    out.poses.extend(self._output_pose(p) for p in poses if p is not None)
-            else:
-                self._cutoff_ns = anchors[0].stamp_ns  # retry without the oldest keyframe
-        out.poses.sort(key=lambda p: p.stamp_ns)
-        out.metric = self.metric
-        return out
-
     def _localize_pending(self, pending: list, outs: list, event: bool = False
                           ) -> tuple[Optional[PoseEstimate], float, float]:
         """Localize the ``pending`` (index, frame, keyframe or None) in one backend call and fill their
@@ -473,14 +447,19 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
     def save(self, out_dir: str) -> dict:
         """Write map.ply, trajectory.tum, cameras.json and metadata.json atomically; returns their paths
         (:func:`selfi_ros.engine.io.save_outputs`); with a backend that keeps window memories and at least
-        one window also the reusable map into ``out_dir/map`` (:meth:`save_map`; key ``map_dir``)."""
+        one window also the reusable map into ``out_dir/map`` (:meth:`save_map`; key ``map_dir``, or
+        ``map_error`` saying why it could not be written)."""
         with self._lock:
             traj = self.trajectory()
             pts, cols = self.map_cloud()
             st = self.status()
             paths = eio.save_outputs(out_dir, traj, pts, cols, st, self.config)
             if self.db is not None and len(self.db):
-                paths["map_dir"] = self.save_map(os.path.join(out_dir, "map"))["directory"]
+                try:
+                    paths["map_dir"] = self.save_map(os.path.join(out_dir, "map"))["directory"]
+                except Exception as e:  # noqa: BLE001 - the outputs above are written; say why the map is not
+                    log.error("the reusable map could not be saved: %s: %s", type(e).__name__, e)
+                    self._status.last_error = paths["map_error"] = f"save_map: {type(e).__name__}: {e}"
         return paths
 
     def save_map(self, directory: str) -> dict:

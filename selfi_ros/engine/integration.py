@@ -282,6 +282,33 @@ class WindowIntegration:
             log.info("metric scale known: %.4g +- %.2g m per map unit (%d pairs); outputs are now in metres",
                      est.scale, est.std, est.num_pairs)
 
+    def _first_window_step(self, frame: Frame, kf: Optional[Keyframe], out):
+        """Before the first window: hold a non-keyframe (bounded) or try window 0 with a keyframe; returns
+        ``out`` (the frame's :class:`~selfi_ros.engine.engine.EngineOutput`)."""
+        c = self.config
+        if kf is None:
+            if c.localize_non_keyframes:
+                self._held.append(frame)
+                while len(self._held) > c.max_held_frames:
+                    self._held.popleft()
+                    self._status.held_dropped += 1
+            return out
+        pending = self.keyframes.since(self._cutoff_ns)
+        if len(pending) >= c.window_size:
+            anchors = pending[-c.window_size:]
+            if self._new_window(anchors, out, first=True):
+                held = list(self._held)
+                self._held.clear()
+                b = max(1, c.localize_batch_size)
+                for i in range(0, len(held), b):
+                    poses, _ = self._localize(held[i:i + b])
+                    out.poses.extend(self._output_pose(p) for p in poses if p is not None)
+            else:
+                self._cutoff_ns = anchors[0].stamp_ns  # retry without the oldest keyframe
+        out.poses.sort(key=lambda p: p.stamp_ns)
+        out.metric = self.metric
+        return out
+
     def _attempt_window(self, candidates: list[Keyframe], out, reason: str) -> bool:
         """One window attempt (the next plan of :class:`~selfi_ros.engine.recovery.WindowRecovery`); on
         failure the next keyframe tries the next fallback. Returns True when a window was made."""
