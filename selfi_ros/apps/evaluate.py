@@ -1,4 +1,4 @@
-"""`selfi-ros eval EST.tum GT.tum`: trajectory accuracy with evo, and a top-view plot.
+"""`selfi-ros eval EST.tum GT.txt [--max-diff S]`: trajectory accuracy with evo, and a top-view plot.
 
 Metrics (Sturm et al., "A Benchmark for the Evaluation of RGB-D SLAM Systems", IROS 2012; computed with
 evo, https://github.com/MichaelGrupp/evo):
@@ -6,6 +6,12 @@ evo, https://github.com/MichaelGrupp/evo):
 * ATE: RMSE of the translation differences after associating poses by stamp (``max_diff`` seconds) and
   aligning the estimate to the ground truth with the Sim(3) of Umeyama (1991) (``correct_scale``: the
   monocular estimate has no metric scale). Units: ground-truth units.
+  ``ate_trivial`` is the RMS distance of the associated ground-truth positions to their mean: the ATE a
+  constant estimate would get (a Sim(3) with free scale can shrink a wild estimate to a point, so an ATE
+  near it means no information, however small it looks).
+* Association (evo ``sync.associate_trajectories``, nearest stamp): each pose of the sparser trajectory is
+  paired with the nearest pose of the other within ``max_diff`` seconds, or dropped; ``matched`` counts the
+  pairs. With TUM's 100 Hz motion capture the nearest ground-truth pose is at most 5 ms away.
 * RPE: RMSE of the translation part of relative poses between consecutive associated frames (delta 1
   frame) and of their rotation angle (degrees), on the scale-aligned estimate.
 
@@ -37,6 +43,9 @@ class EvalResult:
         scale: Sim(3) scale applied to the estimate (GT units per estimate unit).
         rotation, translation: the Sim(3) rotation (3x3) and translation (3,) applied to the estimate.
         gt_path_length: length of the matched ground-truth path (GT units), to put the ATE in proportion.
+        ate_trivial: RMS distance of the matched ground-truth positions to their mean (GT units): the ATE of
+            a constant estimate.
+        max_diff: the association tolerance used (s).
     """
 
     matched: int
@@ -52,6 +61,8 @@ class EvalResult:
     rotation: list = field(default_factory=list)
     translation: list = field(default_factory=list)
     gt_path_length: float = float("nan")
+    ate_trivial: float = float("nan")
+    max_diff: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +124,8 @@ def evaluate(est_path: str, gt_path: str, max_diff: float = 0.02, plot_path: Opt
         rpe_rot_rmse_deg=float(rpe_r.get_statistic(metrics.StatisticsType.rmse)),
         scale=float(s), rotation=np.asarray(R).tolist(), translation=np.asarray(t).tolist(),
         gt_path_length=float(np.sum(np.linalg.norm(np.diff(P, axis=0), axis=1))),
+        ate_trivial=float(np.sqrt(np.mean(np.sum((P - P.mean(axis=0)) ** 2, axis=1)))),
+        max_diff=float(max_diff),
     )
     if plot_path:
         plot_top_view(plot_path, ref.positions_xyz, est_a.positions_xyz, res, map_path, title)
@@ -180,7 +193,7 @@ def plot_top_view(path: str, gt_xyz: np.ndarray, est_xyz: np.ndarray, res: EvalR
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("estimate", help="estimated trajectory (TUM)")
-    parser.add_argument("groundtruth", help="ground-truth trajectory (TUM)")
+    parser.add_argument("groundtruth", help="ground-truth trajectory (TUM format, e.g. a TUM RGB-D groundtruth.txt)")
     parser.add_argument("--max-diff", type=float, default=0.02, help="stamp association tolerance (s)")
     parser.add_argument("--plot", default=None, help="write a top-view PNG here")
     parser.add_argument("--map", default=None, help="PLY map to draw in the plot (estimate frame)")
@@ -194,9 +207,12 @@ def run(args: argparse.Namespace) -> int:
         from selfi_ros.engine.io import write_json
 
         write_json(args.json, d)
-    print(f"matched {res.matched} of {res.est_poses} estimated / {res.gt_poses} ground-truth poses")
+    print(f"associated {res.matched} of {res.est_poses} estimated / {res.gt_poses} ground-truth poses "
+          f"(nearest stamp within {res.max_diff:g} s)")
     print(f"ATE RMSE (Sim(3)-aligned): {res.ate_rmse:.6g}  (mean {res.ate_mean:.4g}, max {res.ate_max:.4g}; "
-          f"GT path length {res.gt_path_length:.4g}, scale {res.scale:.4g})")
+          f"GT path length {res.gt_path_length:.4g}, scale {res.scale:.4g}; a constant estimate: "
+          f"{res.ate_trivial:.4g})")
     print(f"RPE (1 frame): translation RMSE {res.rpe_trans_rmse:.6g}, rotation RMSE {res.rpe_rot_rmse_deg:.4g} deg")
-    print(json.dumps({k: d[k] for k in ("ate_rmse", "rpe_trans_rmse", "rpe_rot_rmse_deg", "matched", "scale")}))
+    print(json.dumps({k: d[k] for k in ("ate_rmse", "rpe_trans_rmse", "rpe_rot_rmse_deg", "matched", "scale",
+                                         "ate_trivial")}))
     return 0
