@@ -85,9 +85,14 @@ def test_tf_and_clouds_arrive_with_true_geometry(ros):
 
 
 def test_base_link_mode_from_tf_static(ros):
-    """With a URDF-like static chain base_link -> camera_link -> cam_optical, TF goes to base_link."""
+    """With a URDF-like static chain base_link -> camera_link -> cam_optical, TF goes to base_link and the map
+    is anchored to base_link at the first image (REP-105: x forward, z up), not to the camera's optical frame:
+    map -> base_link is the identity at the first frame, the camera's motion along its x axis is the base's
+    -y, and the wall's points lie forward (+x) with the image's up as +z."""
     node, c = ros(publish_tf="auto", tf_static_timeout_s=3.0)
     c.record(tf2_msgs.TFMessage, "/tf")
+    c.record(PointCloud2, "/selfi_node/window_cloud")
+    c.record(Odometry, "/selfi_node/odometry")
     T_base_link = np.eye(4)
     T_base_link[:3, 3] = [0.3, 0.0, 0.2]
     T_link_opt = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])  # REP-103 optical
@@ -95,54 +100,90 @@ def test_base_link_mode_from_tf_static(ros):
     static.publish(tf2_msgs.TFMessage(transforms=[
         transform_stamped(T_base_link, "base_link", "camera_link", 0),
         transform_stamped(T_link_opt, "camera_link", "cam_optical", 0)]))
-    _publish_stream(c, node, 8)
+    stamps = _publish_stream(c, node, 8)
     assert c.wait_for(lambda: sum(len(m.transforms) for m in c.get("/tf")) >= 6, 15, node), node.log()[-3000:]
+    assert c.wait_for(lambda: len(c.get("/selfi_node/window_cloud")) >= 1, 10, node)
     tfs = [t for m in c.get("/tf") for t in m.transforms]
     assert all(t.header.frame_id == "map" and t.child_frame_id == "base_link" for t in tfs)
     from selfi_ros.ros.conversions import transform_to_matrix
 
     T_base_cam = T_base_link @ T_link_opt
-    first = min(stamp_to_ns(t.header.stamp) for t in tfs)
-    for t in tfs:
-        T_map_base = transform_to_matrix(t)
-        T_map_cam = T_map_base @ T_base_cam  # must be the camera pose the backend knows
-        s = stamp_to_ns(t.header.stamp)
-        assert T_map_cam[:3, 3] == pytest.approx([LINE_SPEED * (s - first) * 1e-9, 0, 0], abs=1e-6)
-        assert np.allclose(T_map_cam[:3, :3], np.eye(3), atol=1e-6)
+    by_stamp = {stamp_to_ns(t.header.stamp): transform_to_matrix(t) for t in tfs}
+    first = min(by_stamp)
+    if first == stamps[0]:  # the first image made it through discovery (best effort): map -> base_link is I
+        assert np.allclose(by_stamp[first], np.eye(4), atol=1e-9)
+    for s, T_map_base in by_stamp.items():
+        d = LINE_SPEED * (s - stamps[0]) * 1e-9  # camera travel along its own x axis since the first anchor
+        # the camera's +x is the base's -y: the base drives sideways in a level plane (z stays 0)
+        assert T_map_base[:3, 3] == pytest.approx([0, -d, 0], abs=1e-6)
+        assert np.allclose(T_map_base[:3, :3], np.eye(3), atol=1e-6)
+        # engine-frame camera pose (independent of the anchor): inv(T_base_cam) @ T_map_base @ T_base_cam
+        T_eng_cam = np.linalg.inv(T_base_cam) @ T_map_base @ T_base_cam
+        assert T_eng_cam[:3, 3] == pytest.approx([d, 0, 0], abs=1e-6)
+    assert all(o.child_frame_id == "base_link" for o in c.get("/selfi_node/odometry"))
+    # the wall WALL_DEPTH in front of the camera: x = forward in map; image rows (camera y, down) -> map -z
+    xyz, _ = pointcloud2_to_points(c.get("/selfi_node/window_cloud")[0])
+    assert np.allclose(xyz[:, 0], WALL_DEPTH + 0.3, atol=1e-5)
+    H, W = 6, 8  # LineBackend's maps: rows v, K = [[0.8 W, 0, W/2], [0, 0.8 W, H/2]]
+    y_cam = (np.arange(H) + 0.5 - H / 2) / (0.8 * W) * WALL_DEPTH
+    assert np.unique(np.round(xyz[:, 2], 5)) == pytest.approx(np.sort(0.2 - y_cam), abs=1e-5)
 
 
-def _call(c, srv_type, name, node, timeout=20.0):
+def _request(c, srv_type, name, node, timeout=20.0, **fields):
     cli = c.node.create_client(srv_type, name)
     assert c.wait_for(lambda: cli.service_is_ready(), 10, node), f"service {name} not available"
-    fut = cli.call_async(srv_type.Request())
+    fut = cli.call_async(srv_type.Request(**fields))
     assert c.wait_for(lambda: fut.done(), timeout, node), f"{name} did not answer"
     return fut.result()
 
 
 def test_services_save_map_and_reset(ros, tmp_path):
+    """~/save_map (selfi_ros/srv/SaveMap) writes into the requested folder or, with an empty path, save_dir;
+    a failed save answers success=False with the reason and logs at ERROR; ~/reset forgets the map AND zeroes
+    frames_in / frames_dropped / frames_rejected as ~/status says; ~/load_map answers."""
     from std_srvs.srv import Trigger
 
-    save_dir = tmp_path / "saved"
+    from selfi_ros.engine.engine import Engine
+    from selfi_ros.srv import LoadMap, SaveMap
+
+    save_dir, target = tmp_path / "saved", tmp_path / "requested" / "here"
     node, c = ros(save_dir=str(save_dir))
     c.record(status_mod.SelfiStatus, "/selfi_node/status")
     _publish_stream(c, node, 6)
     assert c.wait_for(lambda: any(s.windows >= 1 and s.poses >= 5 for s in c.get("/selfi_node/status")), 10, node)
-    r = _call(c, Trigger, "/selfi_node/save_map", node)
-    assert r.success, r.message
-    for f in ("map.ply", "trajectory.tum", "metadata.json"):
-        assert (save_dir / f).is_file(), (f, r.message)
-    rows = [l.split() for l in (save_dir / "trajectory.tum").read_text().splitlines() if l and not l.startswith("#")]
+    r = _request(c, SaveMap, "/selfi_node/save_map", node, path=str(target))
+    assert r.success and r.path == str(target), r.message
+    for f in ("map.ply", "trajectory.tum", "metadata.json", "ros_map_frame.json"):
+        assert (target / f).is_file(), (f, r.message)
+    assert not save_dir.exists()
+    rows = [l.split() for l in (target / "trajectory.tum").read_text().splitlines() if l and not l.startswith("#")]
     assert len(rows) >= 5
     first_t = float(rows[0][0])
     for row in rows:  # TUM: t x y z qx qy qz qw; LineBackend truth along x
         t, x = float(row[0]), float(row[1])
         assert x == pytest.approx(LINE_SPEED * (t - first_t), abs=1e-4)
-    r = _call(c, Trigger, "/selfi_node/reset", node)
+    r = _request(c, SaveMap, "/selfi_node/save_map", node)  # empty path: save_dir
+    assert r.success and r.path == str(save_dir) and (save_dir / "map.ply").is_file(), r.message
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = _request(c, SaveMap, "/selfi_node/save_map", node, path=str(blocker / "sub"))
+    assert not r.success and r.path == "" and r.message.startswith(f"save to {blocker / 'sub'} failed: "), r.message
+    assert c.wait_for(lambda: "[ERROR]" in node.log() and "~/save_map: save to" in node.log(), 5, node)
+
+    r = _request(c, LoadMap, "/selfi_node/load_map", node, path=str(target))
+    assert not r.success and r.message  # LineBackend keeps no reusable map
+    if not hasattr(Engine, "load_map"):
+        assert r.message == "map loading not available"
+
+    st = c.get("/selfi_node/status")[-1]
+    assert st.frames_in >= 5
+    r = _request(c, Trigger, "/selfi_node/reset", node)
     assert r.success, r.message
     n = len(c.get("/selfi_node/status"))
     assert c.wait_for(lambda: len(c.get("/selfi_node/status")) > n + 1, 5, node)
     st = c.get("/selfi_node/status")[-1]
     assert st.windows == 0 and st.map_points == 0 and st.poses == 0
+    assert st.frames_in == 0 and st.frames_dropped == 0 and st.frames_rejected == 0
     assert node.alive()
 
 
@@ -201,7 +242,8 @@ def test_map_to_odom_with_odometry(ros):
     first = None
     for t in sorted(tfs, key=lambda t: stamp_to_ns(t.header.stamp)):
         s = stamp_to_ns(t.header.stamp)
-        T_map_cam = transform_to_matrix(t) @ T_odom_base(s) @ T_base_cam
+        # map is anchored to base_link at the first anchor (T_map_engine = T_base_cam): undo it
+        T_map_cam = np.linalg.inv(T_base_cam) @ transform_to_matrix(t) @ T_odom_base(s) @ T_base_cam
         first = T_map_cam[0, 3] if first is None else first
         assert T_map_cam[0, 3] - first == pytest.approx(LINE_SPEED * (s - min(stamp_to_ns(u.header.stamp) for u in tfs)) * 1e-9, abs=0.02)
         assert np.allclose(T_map_cam[:3, :3], np.eye(3), atol=1e-3)

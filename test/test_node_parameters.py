@@ -116,10 +116,10 @@ def test_dynamic_parameters_take_effect_and_others_are_refused(ros, tmp_path):
     assert c.get(f"{NODE}/status")[-1].keyframes == kf_before
 
     # save_dir: ~/save_map writes into the new folder
-    from std_srvs.srv import Trigger
+    from selfi_ros.srv import SaveMap
 
     assert set_param(c, node, "save_dir", str(second_dir)).successful
-    r = _service(c, Trigger, f"{NODE}/save_map", Trigger.Request(), node)
+    r = _service(c, SaveMap, f"{NODE}/save_map", SaveMap.Request(), node)  # empty path: save_dir
     assert r.success and str(second_dir) in r.message, r.message
     assert (second_dir / "map.ply").is_file() and (second_dir / "trajectory.tum").is_file()
     assert not first_dir.exists()

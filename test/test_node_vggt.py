@@ -52,12 +52,12 @@ def _bag_stamps() -> set:
             for m in read_messages(BAG, topics=[IMAGE_TOPIC + "/compressed"])}
 
 
-def _call_trigger(c, name, node, timeout=60.0):
-    from std_srvs.srv import Trigger
+def _call_save_map(c, name, node, timeout=60.0):
+    from selfi_ros.srv import SaveMap
 
-    cli = c.node.create_client(Trigger, name)
+    cli = c.node.create_client(SaveMap, name)
     assert c.wait_for(lambda: cli.service_is_ready(), 20, node), f"service {name} not available"
-    fut = cli.call_async(Trigger.Request())
+    fut = cli.call_async(SaveMap.Request())  # empty path: save_dir
     assert c.wait_for(lambda: fut.done(), timeout, node), f"{name} did not answer"
     return fut.result()
 
@@ -137,7 +137,7 @@ def test_vggt_node_on_sample_bag_random_weights_flagged_everywhere(tmp_path):
         assert pv.type == 1 and pv.bool_value is True  # PARAMETER_BOOL
 
         # ---- ~/save_map: every file says so; TF agrees with the saved trajectory
-        r = _call_trigger(c, "/selfi_node/save_map", node)
+        r = _call_save_map(c, "/selfi_node/save_map", node)
         assert r.success, r.message
         meta = json.loads((save_dir / "metadata.json").read_text())
         assert meta["random_weights"] is True and "RANDOMLY INITIALISED" in meta["WARNING"]

@@ -88,3 +88,91 @@ def test_tf_modes_rep105():
     T_map_odom = cv.transform_to_matrix(tfs[0])
     assert tfs[0].child_frame_id == "odom" and np.allclose(T_map_odom @ T_odom_base @ T_base_cam, T_map_cam)
     assert pose_transforms(pose, "none", T_base_cam, *args, None)[2] == []
+
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, m):
+        self.lines.append(("INFO", m))
+
+    def warning(self, m):
+        self.lines.append(("WARN", m))
+
+
+def _static(*pairs):
+    from types import SimpleNamespace
+
+    from selfi_ros.ros.outputs import StaticTransforms
+
+    st = StaticTransforms()
+    st.add(SimpleNamespace(transforms=[cv.transform_stamped(T, parent, child, 0) for parent, child, T in pairs]))
+    return st
+
+
+def test_tf_plan_bare_camera_then_late_static_switches_once():
+    from types import SimpleNamespace
+
+    from selfi_ros.ros.outputs import SWITCH_WARN_S, StaticTransforms, TfPlan
+
+    cfg = SimpleNamespace(publish_tf="auto", base_frame="base_link", odom_topic="", tf_static_timeout_s=2.0)
+    st, t, slept, log = StaticTransforms(), [10.0], [], _Log()
+    plan = TfPlan(cfg, st, lambda: False, clock=lambda: t[0], sleep=slept.append)
+    mode, body, change = plan.resolve("cam", start_s=9.5, log=log)
+    assert (mode, body, change) == ("map_to_camera", None, None) and slept == [1.5]  # waited until start + 2 s
+    assert np.allclose(plan.T_map_engine, np.eye(4)) and plan.anchor_frame is None
+    assert plan.resolve("cam", 9.5, log)[2] is None and slept == [1.5]  # resolved once
+    T_bc = np.array([[0, 0, 1, 0.3], [-1, 0, 0, 0], [0, -1, 0, 0.2], [0, 0, 0, 1.0]])
+    st.add(SimpleNamespace(transforms=[cv.transform_stamped(T_bc, "base_link", "cam", 0)]))  # late /tf_static
+    mode, body, change = plan.resolve("cam", 9.5, log)
+    assert mode == "map_to_base_link" and body[0] == "base_link" and np.allclose(change, T_bc)
+    assert np.allclose(plan.T_map_engine, T_bc) and plan.switches == 1
+    assert [lvl for lvl, _ in log.lines] == ["INFO", "WARN"] and "late /tf_static" in log.lines[1][1]
+    assert plan.warnings(t[0] + 1) and not plan.warnings(t[0] + SWITCH_WARN_S + 1)
+    assert plan.resolve("cam", 9.5, log)[2] is None and plan.switches == 1  # once
+
+
+def test_tf_plan_body_is_base_or_the_camera_tree_root_and_anchors_the_map():
+    from types import SimpleNamespace
+
+    from selfi_ros.ros.outputs import TfPlan
+
+    T_link_opt = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])
+    T_base_link = np.eye(4)
+    T_base_link[:3, 3] = [0.1, 0.0, 0.5]
+    cfg = SimpleNamespace(publish_tf="auto", base_frame="base_link", odom_topic="/odom", tf_static_timeout_s=0.0)
+    driver_only = _static(("camera_link", "opt", T_link_opt))  # a camera driver alone: no base_link
+    plan = TfPlan(cfg, driver_only, lambda: False, sleep=lambda s: None)
+    mode, body, change = plan.resolve("opt", 0.0, _Log())
+    assert mode == "map_to_base_link" and body[0] == "camera_link" and change is None
+    assert np.allclose(plan.T_map_engine, T_link_opt)
+    robot = _static(("base_link", "camera_link", T_base_link), ("camera_link", "opt", T_link_opt))
+    plan = TfPlan(cfg, robot, lambda: True, sleep=lambda s: None)
+    mode, body, _ = plan.resolve("opt", 0.0, _Log())
+    assert mode == "map_to_odom" and body[0] == "base_link" and np.allclose(body[1], T_base_link @ T_link_opt)
+    # the engine's camera pose re-expressed: at the engine origin, map -> base_link is the identity, z up
+    T_map_cam = plan.T_map_engine @ np.eye(4)
+    assert np.allclose(T_map_cam @ np.linalg.inv(body[1]), np.eye(4))
+    assert np.allclose(T_map_cam[:3, :3] @ [0, -1, 0], [0, 0, 1])  # the camera's up (-y) is map +z
+
+
+def test_map_to_camera_refuses_a_camera_that_has_a_parent():
+    pose = PoseEstimate(stamp_ns=10, T_map_cam=np.eye(4), confidence=1.0)
+    child, _, tfs, why = pose_transforms(pose, "map_to_camera", np.eye(4), "map", "cam", "base_link", "odom", None)
+    assert child == "cam" and tfs == [] and why == "tf_camera_has_parent"
+
+
+def test_transform_points_matches_the_homogeneous_product():
+    from selfi_ros.ros.spatial import transform_points
+
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec([0.3, -1.1, 0.7]).as_matrix()
+    T[:3, 3] = [1.0, -2.0, 0.5]
+    p = rng.normal(size=(50, 3)).astype(np.float32)
+    expected = (np.c_[p.astype(np.float64), np.ones(50)] @ T.T)[:, :3]
+    out = transform_points(T, p)
+    assert out.dtype == np.float32 and np.allclose(out, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())

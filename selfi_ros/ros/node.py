@@ -22,7 +22,18 @@ with odometry, ``map -> base_link`` with a URDF camera, else ``map -> camera``; 
 ``~/window_cloud`` and ``~/map_cloud`` (``sensor_msgs/PointCloud2`` in the map frame, the map latched and
 voxelised, serialised only when changed and subscribed), ``~/path`` (at most once per ``status_period_s``),
 ``~/odometry`` (with covariance), ``~/pose``, ``~/status`` (``selfi_ros/SelfiStatus``) and ``/diagnostics``.
-Services ``~/reset`` and ``~/save_map`` (``std_srvs/Trigger``, :mod:`selfi_ros.ros.services`).
+TF and the map frame (one parent per frame, a late ``/tf_static``, the map anchored to the robot's body when
+one is known): :mod:`selfi_ros.ros.outputs`. Services ``~/reset`` (``std_srvs/Trigger``), ``~/save_map``
+(``selfi_ros/srv/SaveMap``: a target folder) and ``~/load_map`` (``selfi_ros/srv/LoadMap``),
+:mod:`selfi_ros.ros.services`; ``map_path`` loads a map at start, ``save_on_shutdown`` saves to ``save_dir`` on
+SIGINT / SIGTERM.
+
+Shutdown (SIGINT, SIGTERM; :mod:`selfi_ros.ros.entry`, which also holds :func:`main` and
+:func:`node_command`): the engine worker stops before the node and the context; exit status 0.
+
+Errors at start: an invalid parameter value (wrong type, out of range, unknown backend or enum value, a
+plug-in that cannot be imported, an invalid topic name), a missing or unusable checkpoint, an
+unloadable ``map_path``: one line ``selfi_node: <parameter and problem>`` on stderr, exit status 2, no traceback.
 
 Start it as ``ros2 run selfi_ros selfi_node --ros-args --params-file config/selfi.yaml`` on a robot, or
 ``python -m selfi_ros.ros.node --ros-args --params-file config/selfi.yaml -p backend:=colmap`` from a venv.
@@ -30,7 +41,6 @@ Start it as ``ros2 run selfi_ros selfi_node --ros-args --params-file config/self
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import threading
 import time
@@ -44,9 +54,11 @@ from selfi_ros.ros import conversions as cv
 from selfi_ros.ros import status as st
 from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent, MapRestarts, ThinningQueue
 from selfi_ros.ros.outputs import NodeOutputs
-from selfi_ros.ros.params import declare_parameters, make_backend_from_config
+from selfi_ros.ros.params import check_topic_names, declare_parameters, make_backend_from_config, unknown_overrides
 from selfi_ros.ros.runtime_params import RuntimeParameters, declare_model_info
-from selfi_ros.ros.services import WorkerCommands, create_services
+from selfi_ros.ros.entry import ensure_localhost_discovery, main, node_command
+from selfi_ros.ros.services import (WorkerCommands, create_services, default_save_dir, load_map_folder,
+                                    save_map_folder)
 
 __all__ = ["SelfiNode", "main", "node_command", "ensure_localhost_discovery", "make_backend_from_config"]
 
@@ -54,15 +66,6 @@ RANDOM_WEIGHTS_BANNER = (
     "\n" + "!" * 78 + "\n!! selfi_node: the backend runs a model with RANDOM WEIGHTS. Poses and clouds are\n"
     "!! MEANINGLESS - plumbing tests only. Give a checkpoint for real output.\n" + "!" * 78
 )
-
-
-def ensure_localhost_discovery() -> None:
-    """Default ``ROS_AUTOMATIC_DISCOVERY_RANGE`` to ``LOCALHOST`` when unset (call before ``rclpy.init``);
-    set it to ``SUBNET`` explicitly to talk to other machines."""
-    if not os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        print("selfi_ros: ROS_AUTOMATIC_DISCOVERY_RANGE unset -> LOCALHOST (set SUBNET for other machines)",
-              file=sys.stderr)
 
 
 class SelfiNode:
@@ -85,6 +88,9 @@ class SelfiNode:
         self.log = self.node.get_logger()
         self.cfg, self.engine_cfg, self.backend_cfg = declare_parameters(self.node)
         cfg = self.cfg
+        unknown = unknown_overrides(self.node)
+        if unknown:
+            self.log.warning(f"ignored: not parameters of selfi_node: {', '.join(unknown)}")
         if engine is None:
             engine = Engine(make_backend_from_config(cfg, self.backend_cfg), self.engine_cfg)
         self.engine = engine
@@ -120,6 +126,8 @@ class SelfiNode:
         self.restarts = MapRestarts()  # new maps after a time jump / resolution change (input -> worker)
 
         self._make_interfaces(MutuallyExclusiveCallbackGroup())
+        if cfg.map_path:
+            self._load_at_start(cfg.map_path)
         self.runtime_params = RuntimeParameters(self)  # DYNAMIC_PARAMETERS applied, the others refused
         self.node.add_on_set_parameters_callback(self.runtime_params.on_set)
         self._worker = threading.Thread(target=self._work, name="selfi_engine", daemon=True)
@@ -139,6 +147,7 @@ class SelfiNode:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         cfg, n = self.cfg, self.node
+        check_topic_names(cfg)
         if cfg.qos == "sensor_data":
             in_qos = QoSProfile(depth=cfg.qos_depth, reliability=ReliabilityPolicy.BEST_EFFORT,
                                 durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
@@ -173,8 +182,9 @@ class SelfiNode:
             self._status_cls = None
             self.pub_status = None
             self.log.error("selfi_ros.msg not built: no ~/status (run scripts/build_interfaces.sh or colcon build)")
-        self.srv_reset, self.srv_save = create_services(n, self._commands, self._reset, self.engine.save,
-                                                        lambda: self.cfg.save_dir, self.log, service_group)
+        self.srv_reset, self.srv_save, self.srv_load = create_services(
+            n, self._commands, self._reset, self._save, lambda: self.cfg.save_dir, self.log, service_group,
+            load=self._load if hasattr(self.engine, "load_map") else None)
         # housekeeping timers run on the steady clock: with use_sim_time they must not stop with /clock
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.timer_flush = n.create_timer(0.05, self._flush_pending, clock=steady)
@@ -342,6 +352,10 @@ class SelfiNode:
                 if why == "tf_no_static":
                     self.warn_throttled("tf_no_static", f"publish_tf={mode} but no {cfg.base_frame} -> "
                                         f"{self.camera_frame} on /tf_static yet: no TF")
+                elif why == "tf_camera_has_parent":
+                    self._count(why, "", dropped=None)
+                    self.warn_throttled(why, f"publish_tf=map_to_camera but {self.camera_frame} has a parent on "
+                                        "/tf_static: no TF (it would have two parents; use auto or map_to_base_link)")
                 else:
                     self._count(why, "no odometry at the pose stamp", dropped=None)
             last = max(p.stamp_ns for p in out.poses)
@@ -388,7 +402,7 @@ class SelfiNode:
         last = self._last_image_wall
         since = now - (last if last is not None else self._start_wall)
         problems = st.diagnostic_problems(v, self.random_weights, since, self.cfg.no_image_warn_s, self.cfg.image_topic)
-        problems += self.restarts.warnings(now)
+        problems += self.restarts.warnings(now) + self.outputs.plan.warnings(now)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
                                   name=f"{self.node.get_name()}: reconstruction", hardware_id=self.backend_name,
                                   message="; ".join(problems) if problems else f"{v['state']}")
@@ -400,8 +414,11 @@ class SelfiNode:
 
     # --------------------------------------------------------------------------------- services
     def _reset(self, keep_input: bool = False) -> int:
-        """``~/reset`` in the worker thread: returns the queued frames dropped (``keep_input``: a new map
-        after a time jump or a resolution change, :class:`MapRestarts`; queue and stamp order kept)."""
+        """``~/reset`` in the worker thread: returns the queued frames dropped. It forgets the windows, the
+        map, the trajectory, ``~/path``, the stamp order and zeroes the node's counters (``frames_in``,
+        ``frames_dropped``, ``frames_rejected``, every ``count_<reason>``, the latency), as ``~/status``
+        says. ``keep_input``: a new map after a time jump or a resolution change (:class:`MapRestarts`):
+        queue, stamp order and counters kept."""
         n = 0 if keep_input else self._queue.clear()
         if not keep_input:
             self.restarts.reset(self.input)
@@ -410,84 +427,49 @@ class SelfiNode:
         self.outputs.map.mark_changed()
         with self._lock:
             self._skipped_seen = 0
+            if not keep_input:
+                self.counters = st.NodeCounters()
+                self._recv_wall.clear()
         self._refresh_status()
         return n
 
-    def destroy(self) -> None:
-        """Stop the worker and destroy the node."""
+    def _save(self, out_dir: str) -> str:
+        """``~/save_map`` (worker thread, or after the worker stopped): :func:`~selfi_ros.ros.services.save_map_folder`."""
+        return save_map_folder(self, out_dir)
+
+    def _load(self, path: str) -> str:
+        """``~/load_map`` (worker thread): :func:`~selfi_ros.ros.services.load_map_folder`."""
+        return load_map_folder(self, path)
+
+    def _load_at_start(self, map_path: str) -> None:
+        """Parameter ``map_path``: load it before the worker starts. Raises ValueError naming the parameter."""
+        if not hasattr(self.engine, "load_map"):
+            raise ValueError(f"parameter map_path={map_path!r}: map loading not available")
+        try:
+            self.log.info(f"map_path: {self._load(map_path)}")
+        except (ValueError, OSError) as e:
+            raise ValueError(f"parameter map_path={map_path!r}: {type(e).__name__}: {e}") from None
+
+    def destroy(self, save: bool = False) -> None:
+        """Stop the worker (joined: it finishes the frame it is on), answer pending service calls, optionally
+        save the map to ``save_dir`` (``save_on_shutdown``), close the backend and destroy the node - the
+        context must still be valid (``main`` shuts it down after this)."""
         self._stop.set()
-        self._worker.join(timeout=5.0)
-        if hasattr(self.engine.backend, "close"):  # an Engine's backend has it; a stand-in engine's may not
+        self._worker.join(timeout=120.0 if save else 10.0)
+        stopped = not self._worker.is_alive()
+        self._commands.fail_pending("the node is shutting down")
+        if save:
+            out_dir = default_save_dir(self.cfg.save_dir)
+            if not stopped:
+                self.log.error(f"save_on_shutdown: the engine worker did not stop in time: nothing saved to {out_dir}")
+            else:
+                try:
+                    self.log.info(f"save_on_shutdown: saved to {out_dir}: {self._save(out_dir)}")
+                except Exception as e:  # noqa: BLE001 - reported, the shutdown goes on
+                    self.log.error(f"save_on_shutdown: save to {out_dir} failed: {type(e).__name__}: {e}")
+        if stopped and hasattr(self.engine.backend, "close"):  # a stand-in engine's backend may not have it
             self.engine.backend.close()  # stops the backend's background work (online adapter training)
         self.node.destroy_node()
-
-
-def node_command(params: Optional[dict] = None, params_file: Optional[str] = None,
-                 python: Optional[str] = None, node_name: Optional[str] = None) -> list[str]:
-    """argv that starts ``selfi_node`` in a subprocess (for the demo, tests, scripts)::
-
-        subprocess.Popen(node_command({"backend": "colmap", "use_sim_time": True}, "config/selfi.yaml"),
-                         env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "42"})
-
-    Args:
-        params: ``name -> value`` overrides (bool, int, float, str), passed as ``-p name:=value``.
-        params_file: a YAML like config/selfi.yaml (loaded first; ``params`` override it).
-        python: interpreter (default: this one). node_name: rename the node (``-r __node:=...``).
-    """
-    argv = [python or sys.executable, "-m", "selfi_ros.ros.node", "--ros-args"]
-    if node_name:
-        argv += ["-r", f"__node:={node_name}"]
-    if params_file:
-        argv += ["--params-file", str(params_file)]
-    for k, v in (params or {}).items():
-        if isinstance(v, bool):
-            v = "true" if v else "false"
-        elif isinstance(v, str) and (v == "" or v.strip() != v or v.lower() in ("true", "false", "null")
-                                     or _looks_numeric(v)):
-            v = f"'{v}'"  # keep strings strings (YAML parsing of -p values)
-        argv += ["-p", f"{k}:={v}"]
-    return argv
-
-
-def _looks_numeric(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
-
-
-def main(args: Optional[list[str]] = None) -> int:
-    """Entry point of ``selfi_node`` (console script, ``ros2 run``, ``python -m selfi_ros.ros.node``).
-
-    Returns the exit code: 0 after a normal shutdown, 2 when the node cannot start because of a
-    ``ValueError`` - invalid parameters, or a checkpoint that is missing or unusable
-    (:class:`selfi_ros.model.errors.CheckpointError` is a ``ValueError``) - after printing one line
-    ``selfi_node: <message>`` to stderr, without a traceback.
-    """
-    ensure_localhost_discovery()
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = SelfiNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node.node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as e:  # invalid parameters, unusable checkpoint: one clear line, no traceback
-        print("selfi_node: " + " | ".join(ln.strip() for ln in str(e).splitlines() if ln.strip()),
-              file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
 
 
 if __name__ == "__main__":

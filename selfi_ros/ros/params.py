@@ -68,6 +68,8 @@ class NodeConfig:
     status_period_s: float = 1.0  # ~/status and /diagnostics period (s)
     publish_window_cloud: bool = True  # publish ~/window_cloud after each window
     save_dir: str = ""  # ~/save_map output folder; empty = $ROS_HOME/selfi_map (default ~/.ros/selfi_map)
+    save_on_shutdown: bool = False  # save the map to save_dir on SIGINT / SIGTERM
+    map_path: str = ""  # a folder written by ~/save_map, loaded at start (Engine.load_map); empty = none
     log_throttle_s: float = 5.0  # min period of repeated warnings of one kind (s)
 
 
@@ -337,6 +339,7 @@ def declare_parameters(node) -> NodeParameters:
         ValueError: invalid values (see :func:`configs_from_values`).
     """
     from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.exceptions import ParameterException
 
     values = {}
     for s in parameter_specs():
@@ -344,9 +347,50 @@ def declare_parameters(node) -> NodeParameters:
         if isinstance(s.default, float):
             # accept integer literals for float parameters (e.g. `-p voxel_size:=1`)
             desc.dynamic_typing = True
-        p = node.declare_parameter(s.name, s.default, desc)
+        try:
+            p = node.declare_parameter(s.name, s.default, desc)
+        except ParameterException as e:  # e.g. `-p window_size:=abc`: rclpy's type check, one clear line
+            raise ValueError(f"parameter {s.name!r} must be {type(s.default).__name__}, got "
+                             f"{_override_value(node, s.name, e)}") from None
         values[s.name] = p.value
     return configs_from_values(values)
+
+
+def _override_value(node, name: str, error: Exception) -> str:
+    """The value an override gave parameter ``name`` (for the message of a refused override), else the
+    rclpy error text."""
+    try:
+        p = node._parameter_overrides[name]  # rclpy keeps the --ros-args / params-file values here
+        return f"{p.value!r} ({p.type_.name.lower()})"
+    except Exception:  # noqa: BLE001 - private rclpy attribute: fall back on its message
+        return str(error)
+
+
+def unknown_overrides(node) -> list[str]:
+    """Names given to the node (``-p``, a params file) that are not parameters of ``selfi_node`` (typos,
+    parameters of another version): they are ignored by rclpy, the node warns about them."""
+    declared = {s.name for s in parameter_specs()} | {"use_sim_time", "model_random_weights"}
+    try:
+        given = list(node._parameter_overrides)
+    except Exception:  # noqa: BLE001 - private rclpy attribute
+        return []
+    return sorted(n for n in given if n not in declared and not n.startswith("qos_overrides."))
+
+
+def check_topic_names(cfg: NodeConfig) -> None:
+    """Raise ValueError naming the parameter when a topic parameter is not a valid ROS topic name (rclpy's
+    own check, whose exception would not name it)."""
+    from rclpy.exceptions import NameValidationException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    for name in ("image_topic", "camera_info_topic", "odom_topic"):
+        value = getattr(cfg, name)
+        if not value:
+            continue
+        try:
+            validate_topic_name(value)
+        except NameValidationException as e:
+            raise ValueError(f"parameter {name}={value!r}: {str(e).splitlines()[0].rstrip(':')}") from None
 
 
 def make_backend_from_config(cfg: NodeConfig, backend_config=None):
@@ -355,14 +399,29 @@ def make_backend_from_config(cfg: NodeConfig, backend_config=None):
     ``package.module:Class`` (tests, plug-ins) built without arguments.
 
     Raises:
-        ValueError / ImportError: unknown backend or missing module; the backend's own errors.
+        ValueError: unknown backend, a plug-in module or class that cannot be imported (naming the
+            ``backend`` parameter); the backend's own ValueErrors (invalid options, unusable checkpoint; a
+            missing checkpoint is prefixed with ``parameter checkpoint=...``). Other errors of the backend
+            are not caught.
     """
     if ":" in cfg.backend:
         mod, cls = cfg.backend.split(":", 1)
-        return vars(importlib.import_module(mod))[cls]()
+        try:
+            ctor = getattr(importlib.import_module(mod), cls)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"parameter backend={cfg.backend!r}: cannot import {cls} from {mod}: "
+                             f"{type(e).__name__}: {e}") from None
+        return ctor()
     from selfi_ros.backends import make_backend
 
-    return make_backend(cfg.backend, config=backend_config)
+    try:
+        return make_backend(cfg.backend, config=backend_config)
+    except ValueError as e:
+        if type(e).__name__ == "WeightsNotFoundError" and not getattr(backend_config, "checkpoint", ""):
+            raise ValueError(f"parameter checkpoint='' (backend {cfg.backend}): {e}") from None
+        if str(e).startswith("unknown backend"):
+            raise ValueError(f"parameter backend={cfg.backend!r}: {e}") from None
+        raise
 
 
 def render_yaml() -> str:

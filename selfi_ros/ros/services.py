@@ -1,19 +1,35 @@
 """``selfi_node`` services and the command channel into its engine worker.
 
 ``~/reset`` (``std_srvs/Trigger``): drop the queued frames, reset the engine (keyframes, windows, map,
-trajectory, scale, backend memory), clear ``~/path``, forget the stamp order. ``~/save_map``: write the
-engine's outputs (``map.ply``, ``trajectory.tum``, ``cameras.json``, ``metadata.json``) into ``save_dir``
-(default ``$ROS_HOME/selfi_map``, ``~/.ros/selfi_map``); a failed save (an exception of the engine's save,
-e.g. an unwritable folder, or the worker not answering in time) answers ``success=False`` with
-``save to <dir> failed: <ExceptionType>: <reason>`` and logs that at ERROR. Both run in the worker thread, between frames,
-so that the engine is only ever touched by one thread.
+trajectory, scale, backend memory), clear ``~/path``, forget the stamp order, zero the node's counters.
+
+``~/save_map`` (``selfi_ros/srv/SaveMap``: ``string path`` -> ``bool success, string message, string path``):
+write the map into ``path`` (empty: the ``save_dir`` parameter, read at each call; empty too:
+``$ROS_HOME/selfi_map``, ``~/.ros/selfi_map``): the engine's outputs (``map.ply``, ``trajectory.tum``,
+``cameras.json``, ``metadata.json``), the reusable map in ``map/`` where the engine provides one, and the
+ROS map anchor. A failed save (an exception of the save, e.g. an unwritable folder, or the worker not
+answering in time) answers ``success=False`` with ``save to <dir> failed: <ExceptionType>: <reason>`` and
+logs that at ERROR; the answer's ``path`` is the folder written (absolute). Where ``selfi_ros.srv`` is not
+built, ``~/save_map`` falls back to ``std_srvs/Trigger`` (always ``save_dir``) and ``~/load_map`` is absent.
+
+``~/load_map`` (``selfi_ros/srv/LoadMap``: ``string path`` -> ``bool success, string message``): replace the
+engine's map by a saved one (``Engine.load_map``); where the engine cannot load maps it answers
+``success=False``, ``map loading not available``; a refused map answers the reason (logged at ERROR) and the
+current map is kept.
+
+All run in the worker thread, between frames, so that the engine is only ever touched by one thread.
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
 import threading
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
+
+from selfi_ros.atomic import atomic_write_text
+from selfi_ros.engine.backend import MapNotSupported
+from selfi_ros.engine.map_store import MapLoadError
 
 
 class WorkerCommands:
@@ -30,6 +46,13 @@ class WorkerCommands:
         if not done.wait(timeout):
             result["error"] = f"timed out after {timeout} s"
         return result
+
+    def fail_pending(self, reason: str) -> None:
+        """Answer every queued function with ``{"error": reason}`` without running it (shutdown)."""
+        while self._commands:
+            _, done, result = self._commands.popleft()
+            result["error"] = reason
+            done.set()
 
     def run_pending(self) -> None:
         """Run every queued function (worker thread)."""
@@ -48,19 +71,46 @@ def default_save_dir(save_dir: str) -> str:
                                     "selfi_map")
 
 
+def service_types() -> tuple:
+    """``(SaveMap, LoadMap)`` service classes: ``selfi_ros.srv`` where built, else ``(std_srvs/Trigger, None)``."""
+    try:
+        from selfi_ros.srv import LoadMap, SaveMap
+
+        return SaveMap, LoadMap
+    except ImportError:
+        from std_srvs.srv import Trigger
+
+        return Trigger, None
+
+
+def resolve_folder(path: str, save_dir: str) -> str:
+    """The absolute folder of a save / load request: ``path`` (``~`` expanded), else :func:`default_save_dir`."""
+    return os.path.abspath(os.path.expanduser(path.strip() if path and path.strip() else default_save_dir(save_dir)))
+
+
 def create_services(node, commands: WorkerCommands, reset: Callable[[], int], save: Callable[[str], Any],
-                    save_dir: Union[str, Callable[[], str]], log, callback_group) -> tuple:
-    """Create ``~/reset`` and ``~/save_map`` on an rclpy ``node``.
+                    save_dir: Union[str, Callable[[], str]], log, callback_group,
+                    load: Optional[Callable[[str], Any]] = None, types: Optional[tuple] = None) -> tuple:
+    """Create ``~/reset``, ``~/save_map`` and ``~/load_map`` on an rclpy ``node`` (module docstring).
 
     Args:
         commands: the worker's command channel. reset: drops everything, returns the queued frames dropped.
-        save: ``Engine.save(out_dir)``. save_dir: the ``save_dir`` parameter, or a function returning its
-            current value (read at each call: the parameter is dynamic). log: the node's logger
-            (``info``/``error`` methods: successes at INFO, failures at ERROR).
+        save: ``out_dir -> summary`` (the node's save: ``Engine.save`` and the reusable map). save_dir: the
+            ``save_dir`` parameter, or a function returning its current value (read at each call: the
+            parameter is dynamic). log: the node's logger (``info``/``error`` methods: successes at INFO,
+            failures at ERROR).
         callback_group: a group of their own, so that they may wait for the worker while the executor runs
             the input callbacks.
+        load: ``folder -> summary`` (``Engine.load_map`` through the node), or None where the engine cannot
+            load maps (``~/load_map`` then answers ``map loading not available``).
+        types: ``(SaveMap, LoadMap)`` service classes (default :func:`service_types`).
+
+    Returns:
+        ``(reset service, save service, load service or None)``.
     """
     from std_srvs.srv import Trigger
+
+    save_type, load_type = types or service_types()
 
     def on_reset(request, response):
         r = commands.call(reset)
@@ -70,7 +120,7 @@ def create_services(node, commands: WorkerCommands, reset: Callable[[], int], sa
         return response
 
     def on_save(request, response):
-        out_dir = default_save_dir(save_dir() if callable(save_dir) else save_dir)
+        out_dir = resolve_folder(getattr(request, "path", ""), save_dir() if callable(save_dir) else save_dir)
         r = commands.call(lambda: save(out_dir))
         response.success = "error" not in r
         if response.success:
@@ -79,7 +129,80 @@ def create_services(node, commands: WorkerCommands, reset: Callable[[], int], sa
         else:
             response.message = f"save to {out_dir} failed: {r['error']}"
             log.error(f"~/save_map: {response.message}")
+        if hasattr(response, "path"):
+            response.path = out_dir if response.success else ""
         return response
 
+    def on_load(request, response):
+        folder = resolve_folder(request.path, save_dir() if callable(save_dir) else save_dir)
+        if load is None:
+            response.success, response.message = False, "map loading not available"
+            log.error(f"~/load_map {folder}: {response.message}")
+            return response
+        r = commands.call(lambda: load(folder))
+        response.success = "error" not in r
+        if response.success:
+            response.message = str(r.get("value"))
+            log.info(f"~/load_map: {response.message}")
+        else:
+            response.message = f"load of {folder} failed: {r['error']}"
+            log.error(f"~/load_map: {response.message}")
+        return response
+
+    srv_load = None
+    if load_type is not None:
+        srv_load = node.create_service(load_type, "~/load_map", on_load, callback_group=callback_group)
     return (node.create_service(Trigger, "~/reset", on_reset, callback_group=callback_group),
-            node.create_service(Trigger, "~/save_map", on_save, callback_group=callback_group))
+            node.create_service(save_type, "~/save_map", on_save, callback_group=callback_group), srv_load)
+
+
+#: file written beside a saved map: the anchor of the ROS map frame (outputs.TfPlan) for ~/load_map
+MAP_FRAME_FILE = "ros_map_frame.json"
+
+
+def save_map_folder(sn, out_dir: str) -> str:
+    """``~/save_map`` of a :class:`~selfi_ros.ros.node.SelfiNode` ``sn`` (its worker thread, or after the
+    worker stopped): ``Engine.save`` into ``out_dir``, the engine's reusable map into ``out_dir/map`` where the
+    engine has ``save_map`` (a backend without window memories, or no window yet, is noted in the summary,
+    not an error), and :data:`MAP_FRAME_FILE` (the ROS map anchor, ``T_map_engine`` 4x4, of
+    :class:`~selfi_ros.ros.outputs.TfPlan`). Returns a one-line summary; raises what the saves raise
+    (OSError...)."""
+    saved = sn.engine.save(out_dir)
+    notes = []
+    save_map = getattr(sn.engine, "save_map", None)
+    if save_map is not None:
+        try:
+            save_map(os.path.join(out_dir, "map"))
+            notes.append("reusable map in map/")
+        except (MapLoadError, MapNotSupported) as e:  # no memories / no window yet: noted, not a failure
+            notes.append(f"no reusable map: {e}")
+    plan = sn.outputs.plan
+    atomic_write_text(os.path.join(out_dir, MAP_FRAME_FILE), json.dumps({
+        "map_frame": sn.cfg.map_frame, "anchor_frame": plan.anchor_frame or "",
+        "camera_frame": sn.camera_frame,
+        "T_map_engine": [[float(v) for v in row] for row in plan.T_map_engine]}, indent=1) + "\n")
+    files = sorted(os.path.basename(str(v)) for v in saved.values()) if isinstance(saved, dict) else saved
+    return f"{files}" + (f"; {'; '.join(notes)}" if notes else "")
+
+
+def load_map_folder(sn, path: str) -> str:
+    """``~/load_map`` of a :class:`~selfi_ros.ros.node.SelfiNode` ``sn`` (its worker thread): ``Engine.load_map``
+    of ``path/map`` (a ``~/save_map`` folder) or of ``path`` itself (empty: ``save_dir``); the queue, the stamp order and ``~/path`` are cleared, ``~/map_cloud`` re-published,
+    the saved ROS map anchor restored. Raises ``MapLoadError`` (a ValueError) with the reason, or
+    ``FileNotFoundError``; the engine keeps its map then."""
+    path = os.path.abspath(os.path.expanduser(path or default_save_dir(sn.cfg.save_dir)))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no such folder: {path}")
+    target = os.path.join(path, "map") if os.path.isdir(os.path.join(path, "map")) else path
+    sn.engine.load_map(target)
+    sn._queue.clear()
+    sn.restarts.reset(sn.input)
+    sn.outputs.path.clear()
+    sn.outputs.map.mark_changed()
+    frame_file = os.path.join(path, MAP_FRAME_FILE)
+    if os.path.isfile(frame_file):
+        with open(frame_file) as fh:
+            saved = json.load(fh)
+        sn.outputs.plan.set_anchor(saved["T_map_engine"], saved.get("anchor_frame"))
+    sn._refresh_status()
+    return f"loaded {target}"

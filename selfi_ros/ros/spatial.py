@@ -166,6 +166,13 @@ def transform_to_matrix(transform) -> np.ndarray:
     return T
 
 
+def transform_points(T_a_b: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 3) points in frame b -> (N, 3) float32 in frame a (``T_a_b`` 4x4 rigid; computed in float64)."""
+    T = as_4x4(T_a_b)
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return (p @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
+
+
 def pose_to_matrix(pose) -> np.ndarray:
     """``geometry_msgs/Pose`` -> 4x4 float64 (pose of the child in the header frame)."""
     T = np.eye(4)
