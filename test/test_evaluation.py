@@ -174,6 +174,12 @@ def test_association_with_100hz_ground_truth_and_known_offsets(tmp_path, capsys)
     matched_P = np.array([T[:3, 3] for s, T in zip(est_ns, est_T)
                           if np.abs(gt_stamps_ns[kept] - s).min() <= 20_000_000])
     assert res.ate_trivial == pytest.approx(np.sqrt(((matched_P - matched_P.mean(0)) ** 2).sum(1).mean()), rel=1e-5)
+    # and the rotation RPE of a constant estimate: the GT's own rotation per associated step (scipy)
+    matched_R = Rotation.from_matrix(np.array([T[:3, :3] for s, T in zip(est_ns, est_T)
+                                               if np.abs(gt_stamps_ns[kept] - s).min() <= 20_000_000]))
+    steps = np.degrees((matched_R[:-1].inv() * matched_R[1:]).magnitude())
+    assert res.rpe_rot_trivial_deg == pytest.approx(np.sqrt(np.mean(steps ** 2)), rel=1e-4)
+    assert res.rpe_rot_median_deg < 1e-3
     # nearest in time matters: pairing every estimate with the ground truth 10 ms earlier (offset_2 of evo
     # is not exposed; shift the estimate's stamps instead) gives the 3 cm step as error
     shifted = _write(tmp_path / "shifted.tum", np.array(est_ns) + 10_000_000, np.array(est_T))

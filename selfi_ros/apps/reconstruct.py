@@ -225,7 +225,9 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
             res = evaluate(paths["trajectory"] if "trajectory" in paths else os.path.join(out_dir, "trajectory.tum"),
                            gt_path, max_diff=gt_max_diff)
             summary.update(ate_rmse=res.ate_rmse, ate_matched=res.matched, sim3_scale=res.scale,
-                           gt_path_length=res.gt_path_length, ate_trivial=res.ate_trivial)
+                           gt_path_length=res.gt_path_length, ate_trivial=res.ate_trivial,
+                           rpe_rot_rmse_deg=res.rpe_rot_rmse_deg, rpe_rot_median_deg=res.rpe_rot_median_deg,
+                           rpe_rot_trivial_deg=res.rpe_rot_trivial_deg)
         except (ValueError, FileNotFoundError) as e:
             summary["ate_error"] = str(e)
     write_json(os.path.join(out_dir, "summary.json"), summary)
@@ -239,8 +241,9 @@ def format_summary(s: dict) -> str:
              f"{s['run_time_s']:.1f} s ({s['frames_per_s']:.2f} frames/s, backend {s['backend']})"]
     if "ate_rmse" in s:
         lines.append(f"ATE RMSE (Sim(3)-aligned, evo): {s['ate_rmse']:.4g} over {s['ate_matched']} associated poses "
-                     f"(a constant estimate: {s['ate_trivial']:.4g}; ground-truth path {s['gt_path_length']:.3g}; "
-                     f"{s['groundtruth']})")
+                     f"(a constant estimate: {s['ate_trivial']:.4g}; ground-truth path {s['gt_path_length']:.3g}); "
+                     f"rotation per step: RPE median {s['rpe_rot_median_deg']:.3g} deg, RMSE "
+                     f"{s['rpe_rot_rmse_deg']:.3g} deg (a constant estimate: {s['rpe_rot_trivial_deg']:.3g} deg)")
     elif "ate_error" in s:
         lines.append(f"ATE not computed: {s['ate_error']}")
     lines.append(f"outputs in {os.path.dirname(s['outputs'].get('trajectory', '')) or '.'}")
