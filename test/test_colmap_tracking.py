@@ -263,3 +263,35 @@ def test_memory_load_rejects_inconsistent_arrays(tmp_path):
     mem.save(str(tmp_path))
     with pytest.raises(BackendError, match="inconsistent"):
         ColmapWindowMemory.load(str(tmp_path))
+
+
+def test_klt_follows_a_known_shift():
+    """KLT tracks of a textured image shifted by (3.0, -2.0) px land 3 px right and 2 px up; tracks that
+    leave the image are dropped; seeds too far in time or of another size are not used."""
+    from selfi_ros.backends.colmap_tracking import KltTracker, TrackSeed
+
+    rng = np.random.default_rng(5)
+    import cv2
+
+    base = cv2.GaussianBlur(rng.integers(0, 255, (240, 320)).astype(np.uint8), (0, 0), 2.0)
+    M = np.float32([[1, 0, 3.0], [0, 1, -2.0]])
+    moved = cv2.warpAffine(base, M, (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    xy = np.array([[x, y] for x in range(40, 300, 20) for y in range(40, 220, 20)], np.float32)
+    xy = np.vstack([xy, [[1.0, 1.0]]]).astype(np.float32)  # moves out of the image (y - 2 < 0)
+    tr = KltTracker(max_gap_s=1.0)
+    seed = TrackSeed(0, base, xy, np.arange(len(xy)))
+    out, rows = tr.track(seed, moved)
+    assert len(rows) >= len(xy) - 3 and len(xy) - 1 not in set(rows.tolist())
+    np.testing.assert_allclose(out - xy[rows], np.tile([3.0, -2.0], (len(rows), 1)), atol=0.1)
+    tr.reset_window([seed])
+    assert tr.nearest_seed(int(0.5e9), (240, 320)) is seed
+    assert tr.nearest_seed(int(2e9), (240, 320)) is None and tr.nearest_seed(0, (480, 640)) is None
+
+
+def test_large_keyframes_skip_the_upsampled_octave():
+    b = ColmapBackend()
+    small = Frame(0, np.zeros((360, 480, 3), np.uint8))
+    large = Frame(1, np.zeros((480, 640, 3), np.uint8))
+    assert b._anchor_octave(small) == -1 and b._anchor_octave(large) == 0
+    assert ColmapBackend(upsample_max_side_px=0)._anchor_octave(large) == -1
+    assert ColmapBackend(anchor_first_octave=1)._anchor_octave(large) == 1

@@ -45,6 +45,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from selfi_ros.backends.colmap_features import FeatureCache, PairCache, frame_key, grey
+from selfi_ros.backends.colmap_mapping import seed_reconstruction, write_images
 from selfi_ros.backends.colmap_memory import ColmapWindowMemory, Vlad, localize_features
 from selfi_ros.backends.colmap_tracking import KltTracker, TrackSeed, absolute_pose, k_to_colmap_params
 from selfi_ros.backends.config import ColmapBackendConfig, with_options
@@ -129,6 +130,14 @@ class ColmapBackend(BackendBase):
         pycolmap.set_random_seed(self.seed)
         set_colmap_verbose(self.verbose)
 
+    def _anchor_octave(self, frame: Frame) -> int:
+        """SIFT first octave of a keyframe: ``anchor_first_octave``, but 0 (no 2x upsampled octave) for
+        images whose longer side exceeds ``upsample_max_side_px`` (when that is > 0)."""
+        lim = self.config.upsample_max_side_px
+        if lim > 0 and max(frame.height, frame.width) > lim:
+            return max(0, self.config.anchor_first_octave)
+        return self.config.anchor_first_octave
+
     # ------------------------------------------------------------------ window reconstruction
     def reconstruct_window(self, window_id: int, anchors: Sequence[Frame]) -> WindowReconstruction:
         """Reconstruct ``anchors`` with COLMAP and make them the scene memory (see module docstring).
@@ -148,7 +157,7 @@ class ColmapBackend(BackendBase):
             raise BackendError(f"colmap: anchors of one window must share an image size, got {sorted(sizes)}")
         t0 = time.perf_counter()
         try:
-            feats = [self.features.get(f, self.config.anchor_first_octave) for f in anchors]
+            feats = [self.features.get(f, self._anchor_octave(f)) for f in anchors]
             rec, grown = None, False
             seed_ids = self._shared_with_previous(anchors)
             if self.config.grow_windows and len(seed_ids) >= 2:
@@ -183,7 +192,7 @@ class ColmapBackend(BackendBase):
         out = {}
         for k, f in enumerate(anchors):
             iid = by_name.get(_name(f))
-            if iid is not None and self.features.peek(f, self.config.anchor_first_octave) is not None:
+            if iid is not None and self.features.peek(f, self._anchor_octave(f)) is not None:
                 out[k] = iid
         return out
 
@@ -216,21 +225,7 @@ class ColmapBackend(BackendBase):
         cam = self._camera(anchors, bool(seed_ids))
         db = pc.Database.open(":memory:")
         try:
-            db.write_camera(cam, use_camera_id=True)
-            rig = pc.Rig()
-            rig.add_ref_sensor(cam.sensor_id)
-            rig.rig_id = 1
-            db.write_rig(rig, use_rig_id=True)
-            for k, (f, ft) in enumerate(zip(anchors, feats)):
-                im = pc.Image(name=_name(f), camera_id=1, image_id=k + 1)
-                db.write_image(im, use_image_id=True)
-                fr = pc.Frame()
-                fr.rig_id = 1
-                fr.frame_id = k + 1
-                fr.add_data_id(im.data_id)
-                db.write_frame(fr, use_frame_id=True)
-                db.write_keypoints(k + 1, ft.keypoints)
-                db.write_descriptors(k + 1, pc.FeatureDescriptors(pc.FeatureExtractorType.SIFT, ft.descriptors))
+            write_images(db, cam, [_name(f) for f in anchors], feats)
             tvo = pc.TwoViewGeometryOptions()
             for a in range(len(anchors)):
                 for b in range(a + 1, min(len(anchors), a + 1 + cfg.pairs_per_keyframe)):
@@ -240,7 +235,7 @@ class ColmapBackend(BackendBase):
                         db.write_two_view_geometry(a + 1, b + 1, tvg)
             mgr = pc.ReconstructionManager()
             if seed_ids:
-                self._seed(mgr.get(mgr.add()), cam, feats, seed_ids)
+                seed_reconstruction(mgr.get(mgr.add()), self._rec, cam, feats, seed_ids)
             io = pc.IncrementalPipelineOptions()
             io.multiple_models = False
             io.min_model_size = 2
@@ -252,6 +247,8 @@ class ColmapBackend(BackendBase):
             io.mapper.init_min_tri_angle = 2.0
             io.mapper.abs_pose_min_num_inliers = 20
             io.mapper.ba_local_num_images = cfg.ba_local_num_images
+            io.mapper.filter_min_tri_angle = cfg.min_tri_angle_deg
+            io.triangulation.min_angle = cfg.min_tri_angle_deg
             if known_k:
                 io.ba_refine_focal_length = False
                 io.ba_refine_principal_point = False
@@ -269,22 +266,6 @@ class ColmapBackend(BackendBase):
             raise BackendError(f"colmap: window {window_id}: only {n_reg} of {len(anchors)} anchors "
                                f"registered (need {self.min_registered})")
         return rec
-
-    def _seed(self, seed, cam, feats, seed_ids: dict) -> None:
-        """Fill ``seed`` with the previous model's shared anchors (new image ids, same poses and keypoints)
-        and its 3D points seen by >= 2 of them (track elements re-numbered)."""
-        pc = self._pycolmap
-        seed.add_camera_with_trivial_rig(cam)
-        new_id = {}
-        for k, old in seed_ids.items():
-            prev = self._rec.image(old)
-            im = pc.Image(name=prev.name, keypoints=feats[k].xy, camera_id=1, image_id=k + 1)
-            seed.add_image_with_trivial_frame(im, prev.cam_from_world())
-            new_id[old] = k + 1
-        for p in self._rec.points3D.values():
-            els = [pc.TrackElement(new_id[e.image_id], e.point2D_idx) for e in p.track.elements if e.image_id in new_id]
-            if len(els) >= 2:
-                seed.add_point3D(p.xyz, pc.Track(els), p.color)
 
     def _window_from_reconstruction(self, window_id, anchors, feats, rec):
         by_name = {img.name: img for img in rec.images.values() if img.has_pose}
@@ -344,10 +325,14 @@ class ColmapBackend(BackendBase):
             anchor_stamps_ns=np.array([anchors[k].stamp_ns for k in order], np.int64),
             obs_anchor=np.concatenate(anc_all), obs_xy=np.concatenate(xy_all).reshape(-1, 2))
         missing = [k for k in range(len(anchors)) if k not in extr]
-        for k in missing:  # the engine needs every anchor: localize the ones COLMAP left out
-            r = self._localize_sift(memory, anchors[k], None)
+        for k in missing:  # the engine needs every anchor: track or localize the ones COLMAP left out
+            f = anchors[k]
+            g = grey(f.image)
+            near = min(seeds, key=lambda sd: abs(int(sd.stamp_ns) - int(f.stamp_ns)))
+            r = self._track_pose(memory, f, g, near)
+            r = r[0] if r is not None else self._localize_sift(memory, f, None)
             if r.extrinsics is None:
-                raise BackendError(f"colmap: window {window_id}: anchor {k} (frame {anchors[k].index}) "
+                raise BackendError(f"colmap: window {window_id}: anchor {k} (frame {f.index}) "
                                    f"neither registered nor localized: {r.reason}")
             extr[k] = r.extrinsics
         if missing:
@@ -379,6 +364,21 @@ class ColmapBackend(BackendBase):
             return frame.K
         return scale_intrinsics(mem.K, frame.width / mem.image_size_hw[1], frame.height / mem.image_size_hw[0])
 
+    def _track_pose(self, mem: ColmapWindowMemory, frame: Frame, g: np.ndarray, seed: TrackSeed):
+        """KLT from ``seed`` into ``frame`` (grey ``g``) + PnP RANSAC: ``(LocalizationResult, TrackSeed of the
+        inliers)``, or None when fewer than ``min_inliers`` tracks / inliers remain."""
+        xy, rows = self.tracker.track(seed, g)
+        if len(xy) < self.min_inliers:
+            return None
+        K = self._k_for(mem, frame)
+        fit, _ = absolute_pose(xy.astype(np.float64) + 0.5, mem.points[rows], K, frame.width, frame.height,
+                               self.ransac_max_error_px, self.seed)
+        if fit is None or fit.num_inliers < self.min_inliers:
+            return None
+        res = LocalizationResult(frame.stamp_ns, frame.index, fit.extrinsics, K=K,
+                                 confidence=fit.num_inliers / float(len(xy)), inliers=fit.num_inliers)
+        return res, TrackSeed(int(frame.stamp_ns), g, xy[fit.inlier_mask], rows[fit.inlier_mask], tracked=True)
+
     def _localize_one(self, frame: Frame) -> LocalizationResult:
         """Tracked pose when >= ``min_inliers`` tracks agree; with fewer than ``track_min_points`` of them
         the frame is also SIFT-localized and the better-supported pose wins (and re-seeds the tracks)."""
@@ -388,21 +388,11 @@ class ColmapBackend(BackendBase):
             g = grey(frame.image)
             seed = self.tracker.nearest_seed(frame.stamp_ns, g.shape)
             if seed is not None:
-                xy, rows = self.tracker.track(seed, g)
-                if len(xy) >= self.min_inliers:
-                    K = self._k_for(mem, frame)
-                    fit, _ = absolute_pose(xy.astype(np.float64) + 0.5, mem.points[rows], K, frame.width,
-                                           frame.height, self.ransac_max_error_px, self.seed)
-                    if fit is not None and fit.num_inliers >= self.min_inliers:
-                        tracked = (LocalizationResult(frame.stamp_ns, frame.index, fit.extrinsics, K=K,
-                                                      confidence=fit.num_inliers / float(len(xy)),
-                                                      inliers=fit.num_inliers),
-                                   TrackSeed(int(frame.stamp_ns), g, xy[fit.inlier_mask], rows[fit.inlier_mask],
-                                             tracked=True))
-                        if fit.num_inliers >= cfg.track_min_points:
-                            self.tracker.last = tracked[1]
-                            self.counters["tracked"] += 1
-                            return tracked[0]
+                tracked = self._track_pose(mem, frame, g, seed)
+                if tracked is not None and tracked[0].inliers >= cfg.track_min_points:
+                    self.tracker.last = tracked[1]
+                    self.counters["tracked"] += 1
+                    return tracked[0]
         res = self._localize_sift(mem, frame, g, count=tracked is None)
         if tracked is not None and (res.extrinsics is None or res.inliers <= tracked[0].inliers):
             self.tracker.last = tracked[1]
@@ -418,7 +408,7 @@ class ColmapBackend(BackendBase):
         inliers when ``g`` (the frame's grey image) is given and ``reseed``."""
         cfg = self.config
         K = self._k_for(mem, frame)
-        ft = self.features.get(frame, cfg.query_first_octave, accept=(cfg.anchor_first_octave,), keep=False)
+        ft = self.features.get(frame, cfg.query_first_octave, accept=(self._anchor_octave(frame),), keep=False)
         fit, rows, reason = localize_features(mem, ft.xy, ft.descriptors, K, frame.width, frame.height, self.ratio,
                                               self.min_inliers, self.ransac_max_error_px, self.seed)
         if fit is None:
@@ -469,7 +459,7 @@ class ColmapBackend(BackendBase):
         """(N, 128 x ``vlad_clusters``) float32 L2-normalised VLAD of each frame's cached SIFT (keyframe
         settings). Without a vocabulary yet (no window), it is built from these frames' descriptors."""
         frames = list(frames)
-        feats = [self.features.get(f, self.config.anchor_first_octave, accept=(self.config.query_first_octave,))
+        feats = [self.features.get(f, self._anchor_octave(f), accept=(self.config.query_first_octave,))
                  for f in frames]
         if self.vlad.centres is None:
             self.vlad.fit(np.concatenate([f.descriptors for f in feats] + [np.zeros((0, 128), np.uint8)]))

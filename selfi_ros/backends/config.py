@@ -92,11 +92,13 @@ class ColmapBackendConfig:
     peak_threshold: float = 0.004  # SIFT contrast threshold (COLMAP 0.0067; lower finds more on smooth texture)
     query_first_octave: int = 0  # SIFT first octave of SIFT-localized frames (-1 = 2x upsampled, COLMAP's default)
     anchor_first_octave: int = -1  # SIFT first octave of keyframes (0: ~2.5x faster, about half the points)
+    upsample_max_side_px: int = 512  # keyframes with a longer side above this use first octave 0 (px; 0 = never)
     verbose: bool = False  # COLMAP's own INFO log (glog, to stderr); warnings and errors show either way
     feature_cache_size: int = 64  # keyframes whose SIFT stays cached for later windows and localization (frames)
-    pairs_per_keyframe: int = 3  # each anchor is matched with this many following anchors (pairs; cost: 1 match each)
+    pairs_per_keyframe: int = 4  # each anchor is matched with this many following anchors (pairs; cost: 1 match each)
     grow_windows: bool = True  # register a window's new anchors into the previous window's model (else SfM from scratch)
     ba_local_num_images: int = 6  # images in COLMAP's local bundle adjustment (BA window; cost grows with it)
+    min_tri_angle_deg: float = 0.5  # least triangulation angle of a kept 3D point (deg; COLMAP 1.5, too few on rotation)
     track_non_keyframes: bool = True  # pose frames by KLT tracking of window points + PnP (SIFT only as fallback)
     track_max_points: int = 300  # most window points tracked per frame (points; KLT cost grows linearly)
     track_min_points: int = 40  # fewer inlier tracks: the frame is SIFT-localized too, the better pose re-seeds (points)
@@ -121,6 +123,8 @@ class ColmapBackendConfig:
             raise BackendConfigError("track_max_points and track_min_points must be >= 4, track_fb_max_px > 0")
         if self.track_window_px < 5 or self.track_levels < 0 or self.track_max_gap_s <= 0:
             raise BackendConfigError("track_window_px >= 5, track_levels >= 0 and track_max_gap_s > 0 are needed")
+        if not 0.0 < self.min_tri_angle_deg < 90.0:
+            raise BackendConfigError(f"min_tri_angle_deg must be in (0, 90), got {self.min_tri_angle_deg}")
         if self.vlad_clusters < 2:
             raise BackendConfigError(f"vlad_clusters must be >= 2, got {self.vlad_clusters}")
 
