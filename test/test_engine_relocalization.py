@@ -53,7 +53,7 @@ def test_relocalization_after_a_forced_loss_continues_in_the_same_map_frame():
     assert st.relocalizations >= 1 and st.map_segments == 0 and st.windows == len(eng.db)
     assert states[-1] != "lost"  # found again (relocalization runs when the lost threshold is reached)
     lap1 = by_index(eng, laps[1])
-    assert len(lap1) >= 45  # the first lost frames have no pose; the rest do
+    assert len(lap1) >= 30  # lost frames (10 before each relocalization; revisits are off here) have no pose
     # the same place has the same pose as in lap 1: the map frame did not change
     err = [np.linalg.norm(lap1[i][:3, 3] - lap0[i][:3, 3]) for i in lap1 if i in lap0]
     assert np.median(err) < 0.05 * extent(lap0), (np.median(err), extent(lap0))

@@ -66,6 +66,7 @@ class EngineConfig:
     loop_min_window_gap: int = 3  # pose-graph hops between the current and a candidate window (windows)
     loop_max_residual: float = 0.05  # RMS camera-centre residual of the loop Sim(3) fit / spread of the keyframes (ratio)
     loop_max_rotation_deg: float = 2.0  # mean rotation residual of the loop Sim(3) fit (deg)
+    loop_min_spread: float = 0.1  # RMS spread of a loop's keyframes / scene depth before its Sim(3) is fitted (ratio)
     loop_max_correction: float = 0.3  # loop correction (translation) / path length between the windows (ratio)
     loop_max_correction_deg: float = 30.0  # rotation of the loop correction (deg)
     pose_graph_iterations: int = 100  # Levenberg-Marquardt iterations of a pose-graph optimisation (iterations)

@@ -170,6 +170,7 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
             self._loops = LoopDetector(c.loop_min_keyframes)
             self._desc_cache: collections.OrderedDict = collections.OrderedDict()
             self._active_memory = None  # a stored window being revisited (None: the backend's current one)
+            self._frontier, self._frontier_misses = None, 0  # the backend's window left for a revisit
             self._camera = None  # (K, width, height) of the first frame with intrinsics
             self.map_info: dict = {}  # metadata of a loaded map
             self._status = EngineStatus(backend=str(self.backend.name),

@@ -5,7 +5,8 @@ top-k windows of the database (:meth:`~selfi_ros.engine.window_db.WindowDatabase
 least ``loop_min_window_gap`` pose-graph hops away and not among the most recent windows; the keyframe is
 localized against each (``Backend.localize_in``). A localization with at least ``loop_min_inliers``
 correspondences is a *loop hypothesis* (``loop_candidates``): the keyframe's pose in the candidate window
-and in the current one.
+and in the current one. The hypothesis is completed at once with the previous keyframes posed in the
+current window (localized against the candidate in one call) and with later keyframes' hypotheses.
 
 Verification (:func:`verify_loop`), before anything enters the graph (a false loop bends the whole map):
 1. agreement: ``loop_min_keyframes`` (>= 2) distinct keyframes of the same window pair; one Sim(3)
@@ -52,7 +53,8 @@ class LoopObservation:
     Attributes:
         stamp_ns: the keyframe's stamp.
         T_cand_cam: (4, 4) rigid camera-to-candidate-window pose (candidate window units).
-        T_cur_cam: (4, 4) rigid camera-to-current-window pose (current window units).
+        T_cur_cam: (4, 4) rigid camera pose on the current side: in the map frame of the current window's
+            segment (map units), so that keyframes of successive windows form one group.
         inliers: correspondences behind ``T_cand_cam``.
     """
 
@@ -74,6 +76,10 @@ class LoopCheck:
         rotation_deg: mean rotation residual (deg).
         correction_ratio: mean centre correction / path length (NaN without a prediction).
         correction_deg: rotation of the correction (deg, NaN without a prediction).
+        sigmas: (rotation rad, translation, log scale) standard deviations of the fit, from its residuals
+            (for the loop edge's weight in the pose graph).
+        wait: not rejected, not accepted: the keyframes are too close together for a well-conditioned
+            Sim(3) (spread below ``min_spread`` x the reference length); more keyframes are needed.
     """
 
     accepted: bool
@@ -83,6 +89,8 @@ class LoopCheck:
     rotation_deg: float = float("nan")
     correction_ratio: float = float("nan")
     correction_deg: float = float("nan")
+    sigmas: Optional[tuple] = None
+    wait: bool = False
 
 
 def _angle_deg(R: np.ndarray) -> float:
@@ -91,7 +99,8 @@ def _angle_deg(R: np.ndarray) -> float:
 
 def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3, max_residual: float = 0.05,
                 max_rotation_deg: float = 2.0, predicted: Optional[Sim3] = None, path_length: float = 0.0,
-                max_correction: float = 0.3, max_correction_deg: float = 30.0, scale_ref: float = 0.0) -> LoopCheck:
+                max_correction: float = 0.3, max_correction_deg: float = 30.0, scale_ref: float = 0.0,
+                min_spread: float = 0.0) -> LoopCheck:
     """Geometric verification of a loop hypothesis (module docstring, tests 1 and 2).
 
     Args:
@@ -103,6 +112,8 @@ def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3,
         max_correction, max_correction_deg: plausibility bounds of the correction.
         scale_ref: reference length of the residual test (candidate-window units, e.g. the scene depth);
             the keyframes' spread when larger.
+        min_spread: RMS spread of the keyframe centres needed, as a fraction of ``scale_ref`` (below it the
+            Sim(3)'s scale is ill-conditioned: ``wait``).
     """
     by_stamp = {int(o.stamp_ns): o for o in observations}
     obs = list(by_stamp.values())
@@ -117,6 +128,8 @@ def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3,
     cw = M.apply(np.array([o.T_cur_cam[:3, 3] for o in obs], np.float64))
     spread = float(np.sqrt(((cc - cc.mean(0)) ** 2).sum(1).mean()))
     res = float(np.sqrt(((cw - cc) ** 2).sum(1).mean()))
+    if spread < float(min_spread) * float(scale_ref):
+        return LoopCheck(False, None, f"keyframe spread {spread:.3g} below {min_spread} x {scale_ref:.3g}", wait=True)
     ratio = res / max(spread, float(scale_ref), 1e-12)
     rot = float(np.mean([_angle_deg((M.R @ o.T_cur_cam[:3, :3]).T @ o.T_cand_cam[:3, :3]) for o in obs]))
     chk = LoopCheck(False, M, "", ratio, rot)
@@ -137,12 +150,17 @@ def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3,
                           f"{max_correction}), rotation {chk.correction_deg:.3g} deg (max {max_correction_deg}), "
                           f"scale x{E.s:.3g}")
             return chk
+    # standard deviations of the fit from its residuals, conservatively: a residual of few keyframes
+    # underestimates the noise (7 parameters fitted), and the scale of a centre fit is only as good as
+    # the centres' noise over their spread
+    inflate = 3.0 * np.sqrt(3.0 * len(obs) / max(1.0, 3.0 * len(obs) - 7.0))
+    chk.sigmas = (inflate * np.radians(rot), inflate * res, inflate * res / max(spread, 1e-12))
     chk.accepted = True
     return chk
 
 
 class LoopDetector:
-    """Loop hypotheses grouped by (current window, candidate window), bounded: at most ``2 * min_keyframes``
+    """Loop hypotheses grouped by (current map segment, candidate window), bounded: at most ``4 * min_keyframes``
     per pair (newest kept) and pairs not extended during the last ``max_age`` keyframes are dropped."""
 
     def __init__(self, min_keyframes: int = 3, max_age: int = 10) -> None:
@@ -165,7 +183,7 @@ class LoopDetector:
     def add(self, cur: int, cand: int, obs: LoopObservation) -> list[LoopObservation]:
         """Add a hypothesis; returns the pair's group (one per stamp, time order)."""
         key = (int(cur), int(cand))
-        g = self._groups.setdefault(key, collections.deque(maxlen=2 * self.min_keyframes))
+        g = self._groups.setdefault(key, collections.deque(maxlen=4 * self.min_keyframes))
         g.append(obs)
         self._last[key] = self._tick
         return list({o.stamp_ns: o for o in g}.values())
@@ -249,6 +267,7 @@ class LoopClosure:
         """Register a new window: pose-graph node (+ chaining edge to the window it was chained to) and
         database entry (its memory, anchor descriptors, subsampled window-frame cloud)."""
         self._active_memory = None
+        self._frontier = None
         if not self._maps_enabled:
             return
         c = self.config
@@ -295,6 +314,10 @@ class LoopClosure:
         if cur not in self.graph.nodes or len(self.db) < 2:
             return
         self._loops.tick()
+        if self._frontier is not None and self._active_memory is not None and self._frontier in self.graph.nodes:
+            self._frontier_step(kf, out)
+            if out.map_corrected:
+                return
         desc = self._descriptor(kf.frame)
         if desc is None:
             return
@@ -304,7 +327,7 @@ class LoopClosure:
         cands = self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity)
         if not cands:
             return
-        T_cur_cam = self._T_map_window.inverse().transform_pose(kf.T_map_cam)
+        seg = self.graph.components().get(cur, cur)
         st = self._status
         for wid, _sim in cands:
             r = self._localize_in(wid, [kf.frame])[0]
@@ -312,23 +335,78 @@ class LoopClosure:
             if T is None or r.inliers < c.loop_min_inliers:
                 continue
             st.loop_candidates += 1
-            group = self._loops.add(cur, wid, LoopObservation(kf.stamp_ns, T, T_cur_cam, int(r.inliers)))
+            group = self._loops.add(seg, wid, LoopObservation(kf.stamp_ns, T, kf.T_map_cam.copy(), int(r.inliers)))
             if len(group) < self._loops.min_keyframes:
-                continue
-            self._loops.discard(cur, wid)
-            comp = self.graph.components()
-            same = comp.get(cur) == comp.get(wid)
-            S_cand = self.graph.nodes[wid]
-            pred = (S_cand.inverse() @ self._T_map_window) if same else None
-            chk = verify_loop(group, c.loop_min_keyframes, c.loop_max_residual, c.loop_max_rotation_deg, pred,
-                              self._path_length(wid, cur) / S_cand.s, c.loop_max_correction,
-                              c.loop_max_correction_deg, self._scene_depth(wid, [o.T_cand_cam[:3, 3] for o in group]))
-            if not chk.accepted:
-                st.loop_rejections += 1
-                log.warning("loop %d <-> %d rejected: %s", wid, cur, chk.reason)
-                continue
-            self._close_loop(wid, cur, chk.T_cand_cur, not same, kf, out)
+                group = self._more_observations(seg, wid, group)
+            if self._verify_and_close(cur, wid, group, kf, out) == "closed":
+                return
+
+    def _verify_and_close(self, cur: int, cand: int, group: list, kf: Keyframe, out) -> str:
+        """Verify a hypothesis group (keyframes posed in window ``cand`` and in the map frame of ``cur``'s
+        segment) and close the loop between ``cand`` and ``cur`` when it passes. Returns "few" (not enough
+        keyframes yet), "wait" (keyframes too close together), "rejected" or "closed"."""
+        c = self.config
+        if len(group) < self._loops.min_keyframes:
+            return "few"
+        comp = self.graph.components()
+        same = comp.get(cur) == comp.get(cand)
+        S_cand, S_cur = self.graph.nodes[cand], self.graph.nodes[cur]
+        chk = verify_loop(group, c.loop_min_keyframes, c.loop_max_residual, c.loop_max_rotation_deg,
+                          S_cand.inverse() if same else None, self._path_length(cand, cur) / S_cand.s,
+                          c.loop_max_correction, c.loop_max_correction_deg,
+                          self._scene_depth(cand, [o.T_cand_cam[:3, 3] for o in group]), c.loop_min_spread)
+        if chk.wait:
+            return "wait"
+        self._loops.discard(comp.get(cur, cur), cand)
+        if not chk.accepted:
+            self._status.loop_rejections += 1
+            log.warning("loop %d <-> %d rejected: %s", cand, cur, chk.reason)
+            return "rejected"
+        chk.T_cand_cur = chk.T_cand_cur @ S_cur  # fitted map -> candidate; the edge is current -> candidate
+        self._close_loop(cand, cur, chk, not same, kf, out)
+        return "closed"
+
+    def _frontier_step(self, kf: Keyframe, out) -> None:
+        """While a stored window is revisited after leaving the map's frontier window (the backend's current
+        one), keyframes are also localized in that frontier window: each gives a loop hypothesis between the
+        two, verified and closed as any other (the revisit alone would leave the drift between them)."""
+        F, O = self._frontier, self._window_id
+        try:
+            r = self.backend.localize([kf.frame])[0]
+        except Exception as e:  # noqa: BLE001
+            self._map_error("localize in the frontier window", e)
+            self._frontier = None
             return
+        T_F = localized_pose(r)
+        if T_F is None:
+            self._frontier_misses += 1
+            if self._frontier_misses > 3:
+                self._frontier = None
+            return
+        self._status.loop_candidates += 1
+        T_O = self._T_map_window.inverse().transform_pose(kf.T_map_cam)
+        seg = self.graph.components().get(F, F)
+        group = self._loops.add(seg, O, LoopObservation(kf.stamp_ns, T_O, self.graph.nodes[F].transform_pose(T_F),
+                                                        int(r.inliers)))
+        if self._verify_and_close(F, O, group, kf, out) in ("closed", "rejected"):
+            self._frontier = None
+
+    def _more_observations(self, seg: int, cand: int, group: list) -> list:
+        """Complete a loop hypothesis group with the most recent other keyframes posed in map segment
+        ``seg`` (still in the keyframe buffer), localized against ``cand`` in one call; returns the group."""
+        have = {o.stamp_ns for o in group}
+        need = self._loops.min_keyframes - len(group)
+        comp = self.graph.components()
+        kfs = [k for k in self.keyframes if k.T_map_cam is not None and k.stamp_ns not in have
+               and comp.get(k.window_id) == seg]
+        kfs = kfs[-(need + 2):]
+        if not kfs:
+            return group
+        for k, r in zip(kfs, self._localize_in(cand, [k.frame for k in kfs])):
+            T = localized_pose(r)
+            if T is not None and r.inliers >= self.config.loop_min_inliers:
+                group = self._loops.add(seg, cand, LoopObservation(k.stamp_ns, T, k.T_map_cam.copy(), int(r.inliers)))
+        return group
 
     def _scene_depth(self, wid: int, centres) -> float:
         """Median distance of window ``wid``'s stored points from the mean of ``centres`` (its units; 0
@@ -345,11 +423,12 @@ class LoopClosure:
         t = np.array([self.graph.nodes[w].t for w in ids]) if ids else np.zeros((0, 3))
         return float(np.linalg.norm(np.diff(t, axis=0), axis=1).sum()) if len(t) > 1 else 0.0
 
-    def _close_loop(self, cand: int, cur: int, T_cand_cur: Sim3, merge: bool, kf: Keyframe, out) -> None:
-        """Add the verified loop edge, optimise, re-express poses and map; continue against ``cand``."""
+    def _close_loop(self, cand: int, cur: int, chk: LoopCheck, merge: bool, kf: Keyframe, out) -> None:
+        """Add the verified loop edge (weighted by its fit's residuals), optimise, re-express poses and map;
+        continue against ``cand``."""
         st = self._status
         old = dict(self.graph.nodes)
-        self.graph.add_edge(cand, cur, T_cand_cur, "loop")
+        self.graph.add_edge(cand, cur, chk.T_cand_cur, "loop", chk.sigmas)
         try:
             new = self.graph.optimize(self.config.pose_graph_iterations)
         except RuntimeError as e:
@@ -362,6 +441,7 @@ class LoopClosure:
             log.warning("loop %d <-> %d merges two map segments (%d left unmerged)", cand, cur, st.map_segments)
         else:
             log.info("loop closed: window %d <-> %d", cand, cur)
+        self._loops.clear()  # their map-frame poses are stale now
         self._apply_correction(old, new, out)
         self._activate(cand, kf.stamp_ns)
 
@@ -426,6 +506,8 @@ class LoopClosure:
             return None
         wid, r, T = best
         log.info("keyframe %d revisits window %d (%d inliers)", kf.frame.index, wid, r.inliers)
+        if self._active_memory is None:  # leaving the frontier: keep measuring the loop to it
+            self._frontier, self._frontier_misses = self._window_id, 0
         self._activate(wid, kf.stamp_ns)
         return self._pose_in_window(kf.frame, r, T, kf)
 

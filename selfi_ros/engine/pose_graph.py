@@ -54,12 +54,15 @@ def sim3_from_list(v) -> Sim3:
 
 @dataclass
 class Edge:
-    """A relative Sim(3) measurement ``T_i_j`` (window j -> window i) of kind ``chain`` or ``loop``."""
+    """A relative Sim(3) measurement ``T_i_j`` (window j -> window i) of kind ``chain`` or ``loop``, with
+    optional own standard deviations ``(rotation rad, translation in window-i units, log scale)`` (None:
+    the graph's)."""
 
     i: int
     j: int
     T_i_j: Sim3
     kind: str = "chain"
+    sigmas: Optional[tuple] = None
 
 
 class PoseGraph:
@@ -101,11 +104,14 @@ class PoseGraph:
         self.priors.pop(int(node), None)
         self.edges = [e for e in self.edges if e.i != node and e.j != node]
 
-    def add_edge(self, i: int, j: int, T_i_j: Sim3, kind: str = "chain") -> None:
-        """Add a measurement ``T_i_j`` between existing nodes. Raises KeyError for an unknown node."""
+    def add_edge(self, i: int, j: int, T_i_j: Sim3, kind: str = "chain", sigmas: Optional[tuple] = None) -> None:
+        """Add a measurement ``T_i_j`` between existing nodes (``sigmas``: see :class:`Edge`; each at least
+        the graph's). Raises KeyError for an unknown node."""
         if int(i) not in self.nodes or int(j) not in self.nodes:
             raise KeyError(f"edge {i}-{j}: unknown node")
-        self.edges.append(Edge(int(i), int(j), T_i_j, kind))
+        if sigmas is not None:
+            sigmas = tuple(max(float(a), b) for a, b in zip(sigmas, self.sigmas))
+        self.edges.append(Edge(int(i), int(j), T_i_j, kind, sigmas))
 
     def neighbours_within(self, node: int, hops: int) -> set:
         """Nodes reachable from ``node`` over at most ``hops`` edges (``node`` included)."""
@@ -159,7 +165,11 @@ class PoseGraph:
         for root in set(comp.values()) - held - {comp[n] for n in self.priors if n in comp}:
             graph.add(gtsam.PriorFactorSimilarity3(root, to_gtsam(self.nodes[root]), weak))
         for e in self.edges:
-            graph.add(gtsam.BetweenFactorSimilarity3(e.i, e.j, to_gtsam(e.T_i_j), edge_noise))
+            noise = edge_noise
+            if e.sigmas is not None:
+                er, et, es = e.sigmas
+                noise = gtsam.noiseModel.Diagonal.Sigmas(np.array([er, er, er, et, et, et, es], np.float64))
+            graph.add(gtsam.BetweenFactorSimilarity3(e.i, e.j, to_gtsam(e.T_i_j), noise))
         params = gtsam.LevenbergMarquardtParams()
         params.setMaxIterations(int(iterations))
         try:
@@ -176,14 +186,16 @@ class PoseGraph:
     def to_json(self) -> dict:
         """JSON-able dict of nodes, edges and priors (:meth:`from_json` reads it)."""
         return {"nodes": {str(n): sim3_to_list(S) for n, S in self.nodes.items()},
-                "edges": [[e.i, e.j, e.kind, sim3_to_list(e.T_i_j)] for e in self.edges],
+                "edges": [[e.i, e.j, e.kind, sim3_to_list(e.T_i_j), None if e.sigmas is None else list(e.sigmas)]
+                          for e in self.edges],
                 "priors": {str(n): p for n, p in self.priors.items()}}
 
     def load_json(self, d: dict) -> None:
         """Replace the graph by one from :meth:`to_json`. Raises ValueError / KeyError / TypeError on a
         malformed dict."""
         nodes = {int(n): sim3_from_list(v) for n, v in d["nodes"].items()}
-        edges = [Edge(int(i), int(j), sim3_from_list(v), str(k)) for i, j, k, v in d["edges"]]
+        edges = [Edge(int(e[0]), int(e[1]), sim3_from_list(e[3]), str(e[2]),
+                      None if len(e) < 5 or e[4] is None else tuple(float(x) for x in e[4])) for e in d["edges"]]
         priors = {int(n): str(p) for n, p in d["priors"].items()}
         for e in edges:
             if e.i not in nodes or e.j not in nodes:

@@ -160,16 +160,21 @@ class Relocalization:
             if T is None:
                 nfail = self._consecutive_failures + 1
                 k = nfail - c.lost_after_failures
-                if k >= 0 and k % max(1, c.relocalization_interval) == 0:
+                got = None
+                if self._active_memory is not None and nfail == 1:  # left the revisited window: the next one
+                    got = self._next_revisit(fr)
+                if got is None and k >= 0 and k % max(1, c.relocalization_interval) == 0:
                     got = self._relocalize(fr)
-                    if got is not None:
-                        r, T = got
-                        rest = frames[n + 1:]
-                        if rest:  # the rest of the batch against the window just found
-                            try:
-                                results[n + 1:] = self._backend_localize(rest)
-                            except Exception as e:  # noqa: BLE001
-                                self._map_error("localize after relocalization", e)
+                if got is not None:
+                    r, T = got
+                    rest = frames[n + 1:]
+                    if rest:  # the rest of the batch against the window just found
+                        try:
+                            again = self._backend_localize(rest)
+                            if len(again) == len(rest):
+                                results[n + 1:] = again  # in place: the loop sees them
+                        except Exception as e:  # noqa: BLE001
+                            self._map_error("localize after relocalization", e)
             if T is None:
                 st.localization_failures += 1
                 self._consecutive_failures += 1
@@ -200,6 +205,22 @@ class Relocalization:
             if T is not None and r.inliers >= min_inliers and (best is None or r.inliers > best[1].inliers):
                 best = (wid, r, T)
         return best
+
+    def _next_revisit(self, frame: Frame) -> Optional[tuple[LocalizationResult, np.ndarray]]:
+        """A frame failed against the revisited stored window: continue against the stored window of the
+        same map segment that localizes it best (>= ``relocalization_min_inliers``), if any (not counted as a
+        relocalization: the camera is not lost, it moved on through the known map)."""
+        if self.db is None or not self.config.revisit_windows:
+            return None
+        comp = self.graph.components()
+        here = comp.get(self._window_id)
+        best = self._best_stored_window(frame, self.config.relocalization_min_inliers,
+                                        exclude={w for w in comp if comp[w] != here} | {self._window_id})
+        if best is None:
+            return None
+        wid, r, T = best
+        self._activate(wid, frame.stamp_ns)
+        return r, T
 
     def _relocalize(self, frame: Frame) -> Optional[tuple[LocalizationResult, np.ndarray]]:
         """Relocalization of a lost frame against the window database; on success the found window becomes
