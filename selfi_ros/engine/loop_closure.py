@@ -41,7 +41,7 @@ from selfi_ros.geometry.se3 import invert_transform
 from selfi_ros.geometry.sim3 import Sim3
 from selfi_ros.engine.chaining import ChainingError, SharedFrame, fit_from_poses
 from selfi_ros.engine.keyframes import Keyframe
-from selfi_ros.engine.types import LocalizationResult, PoseKind
+from selfi_ros.engine.types import LocalizationResult
 
 log = logging.getLogger("selfi_ros.engine")
 
@@ -206,8 +206,8 @@ def localized_pose(r: LocalizationResult) -> Optional[np.ndarray]:
 class LoopClosure:
     """The engine's window-memory steps (a base class of :class:`selfi_ros.engine.engine.Engine`, whose state
     it uses: backend, config, status, window database ``db``, pose graph ``graph``, trajectory, keyframes,
-    map, current window): registering windows, loop detection at keyframes, closing loops, revisiting
-    stored windows."""
+    map, current window): registering windows, loop detection at keyframes, closing loops (revisits of
+    stored windows: :class:`selfi_ros.engine.recovery.Relocalization`)."""
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -475,47 +475,3 @@ class LoopClosure:
                 self.map.add(self.graph.nodes[wid].apply(e.cloud), e.colors)
         self._status.map_points = len(self.map)
         self._status.map_voxel_size = self.map.voxel_size
-
-    # ------------------------------------------------------------------ revisits
-    def _try_revisit(self, kf: Keyframe):
-        """Before a new window: continue against a stored window of this map segment that localizes the
-        keyframe with >= ``loop_min_inliers`` correspondences and good confidence (the most inliers wins).
-        At the frontier of the map the most recent windows are not candidates (they were just left).
-        Returns the keyframe's new stored pose, or None (make a window)."""
-        c = self.config
-        if not (self._maps_enabled and c.revisit_windows) or len(self.db) < 2 or self._window_id not in self.graph.nodes:
-            return None
-        desc = self._descriptor(kf.frame)
-        if desc is None:
-            return None
-        comp = self.graph.components()
-        here = comp.get(self._window_id)
-        exclude = {w for w in self.graph.nodes if comp.get(w) != here}
-        if self._active_memory is None:
-            newest = max(self.graph.nodes)
-            exclude |= {w for w in self.graph.nodes if w > newest - c.retrieval_exclude_recent} | {self._window_id}
-        best = None
-        for wid, _sim in self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity):
-            r = self._localize_in(wid, [kf.frame])[0]
-            T = localized_pose(r)
-            if T is None or r.inliers < c.loop_min_inliers or not r.confidence >= c.min_localization_confidence:
-                continue
-            if best is None or r.inliers > best[1].inliers:
-                best = (wid, r, T)
-        if best is None:
-            return None
-        wid, r, T = best
-        log.info("keyframe %d revisits window %d (%d inliers)", kf.frame.index, wid, r.inliers)
-        if self._active_memory is None:  # leaving the frontier: keep measuring the loop to it
-            self._frontier, self._frontier_misses = self._window_id, 0
-        self._activate(wid, kf.stamp_ns)
-        return self._pose_in_window(kf.frame, r, T, kf)
-
-    def _pose_in_window(self, frame, r: LocalizationResult, T_win_cam: np.ndarray, kf: Optional[Keyframe] = None):
-        """Store the pose of ``frame`` localized against the current window (``T_win_cam``); updates its
-        keyframe. Returns the stored pose (map units)."""
-        T = self._T_map_window.transform_pose(T_win_cam)
-        p = self._store_pose(frame, T, r.K if r.K is not None else frame.K, r.confidence, PoseKind.QUERY)
-        if kf is not None:
-            kf.T_map_cam, kf.confidence, kf.window_id = T, float(r.confidence), self._window_id
-        return p

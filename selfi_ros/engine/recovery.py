@@ -23,7 +23,9 @@ consecutive localization failures (and every ``relocalization_interval`` failure
 frame's global descriptor retrieves the top-k windows of the window database and the frame is localized
 against each (``Backend.localize_in``); the one with the most correspondences (>= ``relocalization_min_inliers``)
 becomes the window the following frames are localized against, in the same map frame: no new segment.
-Only when relocalization fails too do the window fallbacks above go on to a new segment (which a later
+A camera in a known place continues against the stored window that covers its view best instead of
+making a new window (revisits; the map does not grow). Only when relocalization fails too do the window
+fallbacks above go on to a new segment (which a later
 loop closure merges back, :mod:`selfi_ros.engine.loop_closure`). The same retrieval + ``localize_in``
 localizes every frame in localization-only mode.
 """
@@ -121,7 +123,8 @@ class WindowRecovery:
 class Relocalization:
     """The engine's localization steps (a base class of :class:`selfi_ros.engine.engine.Engine`, whose state
     it uses): localizing against the current window (the backend's, or a stored one being revisited),
-    relocalization when lost, and localization-only mode (see module docstring)."""
+    revisits of stored windows instead of new ones, relocalization when lost, and localization-only mode
+    (see module docstring)."""
 
     def _backend_localize(self, frames: list[Frame]) -> list:
         """``backend.localize`` (current backend window) or ``localize_in`` of the revisited stored window."""
@@ -188,6 +191,49 @@ class Relocalization:
                 poses.append(self._store_pose(fr, T_map, K, r.confidence, PoseKind.QUERY))
             failures.append(self._consecutive_failures)
         return poses, failures
+
+    def _try_revisit(self, kf: Keyframe):
+        """Before a new window: continue against a stored window of this map segment that localizes the
+        keyframe with >= ``loop_min_inliers`` correspondences and good confidence (the most inliers wins).
+        At the frontier of the map the most recent windows are not candidates (they were just left).
+        Returns the keyframe's new stored pose, or None (make a window)."""
+        c = self.config
+        if not (self._maps_enabled and c.revisit_windows) or len(self.db) < 2 or self._window_id not in self.graph.nodes:
+            return None
+        desc = self._descriptor(kf.frame)
+        if desc is None:
+            return None
+        comp = self.graph.components()
+        here = comp.get(self._window_id)
+        exclude = {w for w in self.graph.nodes if comp.get(w) != here}
+        if self._active_memory is None:
+            newest = max(self.graph.nodes)
+            exclude |= {w for w in self.graph.nodes if w > newest - c.retrieval_exclude_recent} | {self._window_id}
+        best = None
+        for wid, _sim in self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity):
+            r = self._localize_in(wid, [kf.frame])[0]
+            T = localized_pose(r)
+            if T is None or r.inliers < c.loop_min_inliers or not r.confidence >= c.min_localization_confidence:
+                continue
+            if best is None or r.inliers > best[1].inliers:
+                best = (wid, r, T)
+        if best is None:
+            return None
+        wid, r, T = best
+        log.info("keyframe %d revisits window %d (%d inliers)", kf.frame.index, wid, r.inliers)
+        if self._active_memory is None:  # leaving the frontier: keep measuring the loop to it
+            self._frontier, self._frontier_misses = self._window_id, 0
+        self._activate(wid, kf.stamp_ns)
+        return self._pose_in_window(kf.frame, r, T, kf)
+
+    def _pose_in_window(self, frame, r: LocalizationResult, T_win_cam: np.ndarray, kf: Optional[Keyframe] = None):
+        """Store the pose of ``frame`` localized against the current window (``T_win_cam``); updates its
+        keyframe. Returns the stored pose (map units)."""
+        T = self._T_map_window.transform_pose(T_win_cam)
+        p = self._store_pose(frame, T, r.K if r.K is not None else frame.K, r.confidence, PoseKind.QUERY)
+        if kf is not None:
+            kf.T_map_cam, kf.confidence, kf.window_id = T, float(r.confidence), self._window_id
+        return p
 
     def _best_stored_window(self, frame: Frame, min_inliers: int, exclude=()) -> Optional[tuple]:
         """Retrieval + ``localize_in``: ``(window_id, result, T_win_cam)`` with the most inliers (>=
