@@ -65,14 +65,18 @@ def read_tum_folder(folder: str, every: int, max_frames: int):
     return frames, K
 
 
-def run_ours(frames, out_dir: str, gt: str, options: dict) -> dict:
+def run_ours(frames, out_dir: str, gt: str, options: dict, engine_options: dict) -> dict:
     """The Engine + ColmapBackend over ``frames`` in time order, as ``selfi-ros reconstruct`` does."""
     from selfi_ros.apps.evaluate import evaluate
     from selfi_ros.backends import make_backend
     from selfi_ros.engine.engine import Engine, EngineConfig
 
+    import dataclasses
+
+    defaults = EngineConfig()
+    cfg = dataclasses.replace(defaults, **{k: type(getattr(defaults, k))(v) for k, v in engine_options.items()})
     backend = make_backend("colmap", **options)
-    engine = Engine(backend, EngineConfig())
+    engine = Engine(backend, cfg)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     for f in frames:
@@ -179,7 +183,8 @@ def write_report(path: str, args, duration_s: float, ours: dict, base) -> None:
     out = [f"# colmap backend vs pycolmap on all frames: {os.path.basename(args.data.rstrip('/'))}", "",
            f"`{' '.join(sys.argv)}`", "",
            f"Sequence: {ours['frames']} frames (every {args.every}), {duration_s:.1f} s of video; "
-           f"{os.cpu_count()} CPUs, shared (load averages below).", "",
+           f"{os.cpu_count()} CPUs, shared (load averages below). Engine options: "
+           f"{' '.join(args.engine) or 'defaults'}; backend options: {' '.join(args.option) or 'defaults'}.", "",
            "| | ours (Engine + ColmapBackend) | pycolmap, all frames at once |", "|---|---|---|"]
     for label, key in rows:
         if label.startswith("load"):
@@ -215,19 +220,21 @@ def main(argv=None) -> int:
     ap.add_argument("--overlap", type=int, default=10, help="baseline sequential matching overlap (frames)")
     ap.add_argument("--threads", type=int, default=-1, help="baseline COLMAP threads (-1: all)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="ColmapBackend option")
+    ap.add_argument("--engine", action="append", default=[], metavar="KEY=VALUE", help="EngineConfig option")
     ap.add_argument("--out", required=True, help="result markdown file")
     args = ap.parse_args(argv)
     if not os.path.isfile(os.path.join(args.data, "rgb.txt")):
         print(f"skipped: no TUM sequence at {args.data}")
         return SKIP
     options = dict(kv.split("=", 1) for kv in args.option)
+    engine_options = dict(kv.split("=", 1) for kv in args.engine)
     frames, K = read_tum_folder(args.data, args.every, args.max_frames)
     duration_s = (frames[-1].stamp_ns - frames[0].stamp_ns) * 1e-9
     gt = os.path.join(args.data, "groundtruth.txt")
     work = tempfile.mkdtemp(prefix="bench_colmap_")
     try:
         print(f"{len(frames)} frames, {duration_s:.1f} s of video; ours ...", flush=True)
-        ours = run_ours(frames, os.path.join(work, "ours"), gt, options)
+        ours = run_ours(frames, os.path.join(work, "ours"), gt, options, engine_options)
         print(json.dumps(ours, default=float), flush=True)
         base = None
         if not args.no_baseline:

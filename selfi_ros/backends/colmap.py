@@ -227,6 +227,7 @@ class ColmapBackend(BackendBase):
         try:
             write_images(db, cam, [_name(f) for f in anchors], feats)
             tvo = pc.TwoViewGeometryOptions()
+            tvo.detect_watermark = False  # camera streams carry no watermarks; saves a RANSAC per pair
             for a in range(len(anchors)):
                 for b in range(a + 1, min(len(anchors), a + 1 + cfg.pairs_per_keyframe)):
                     tvg = self.pairs.get(frame_key(anchors[a]), frame_key(anchors[b]), feats[a], feats[b], cam,
