@@ -1,4 +1,5 @@
-# The two commands of the README:  make demo  (main job on the bundled sample)  and  make test.
+# The two commands of the README:  make demo  (main job on the bundled real sample)  and  make test.
+# make demo DEMO_ARGS="--sample woodbox"  plays the rendered sample instead (selfi-ros demo --help).
 SHELL := /bin/bash
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
@@ -10,8 +11,9 @@ export AMENT_PREFIX_PATH := $(VENV)
 setup:
 	@bash scripts/setup.sh
 
+DEMO_ARGS ?=
 demo: setup
-	$(VENV)/bin/selfi-ros demo
+	$(VENV)/bin/selfi-ros demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q test

@@ -181,3 +181,34 @@ def test_demo_exit_status(monkeypatch, capsys):
     assert "FAILED" in capsys.readouterr().err
     monkeypatch.setattr(demo_mod, "run_demo", lambda *a, **k: dict(base, poses_received=5, map_points=9))
     assert demo_mod.run(args) == 0
+
+
+def test_demo_plays_the_real_sample_by_default(tmp_path):
+    """`selfi-ros demo` (and `make demo`) defaults to the real TUM sample at its slowed rate, with the ground
+    truth beside it; `--sample woodbox` gives the rendered one at its recorded rate; `--bag` any bag, whose
+    ground truth is <stem>_groundtruth.txt beside it."""
+    import argparse
+
+    import selfi_ros.apps.demo as demo_mod
+    from selfi_ros.data import SAMPLE_GT_TUM, TUM_SAMPLE_BAG, TUM_SAMPLE_GT
+
+    p = argparse.ArgumentParser()
+    demo_mod.add_arguments(p)
+    a = p.parse_args([])
+    assert demo_mod.resolve_sample(a.sample, a.bag, a.rate) == (TUM_SAMPLE_BAG, demo_mod.SAMPLE_RATES["tum_fr1_rpy"])
+    assert demo_mod.default_groundtruth(TUM_SAMPLE_BAG, str(tmp_path)) == TUM_SAMPLE_GT
+    a = p.parse_args(["--sample", "woodbox"])
+    assert demo_mod.resolve_sample(a.sample, a.bag, a.rate) == (SAMPLE_BAG, 1.0)
+    assert demo_mod.default_groundtruth(SAMPLE_BAG, str(tmp_path)) == SAMPLE_GT_TUM
+    a = p.parse_args(["--bag", str(tmp_path / "x.mcap"), "--rate", "0.5"])
+    assert demo_mod.resolve_sample(a.sample, a.bag, a.rate) == (str(tmp_path / "x.mcap"), 0.5)
+    import shutil
+
+    shutil.copyfile(TUM_SAMPLE_BAG, tmp_path / "copy.mcap")
+    shutil.copyfile(TUM_SAMPLE_GT, tmp_path / "copy_groundtruth.txt")
+    assert demo_mod.default_groundtruth(str(tmp_path / "copy.mcap"), str(tmp_path)) == str(
+        tmp_path / "copy_groundtruth.txt")
+    with pytest.raises(ValueError, match="rate"):
+        demo_mod.resolve_sample(rate=0.0)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--sample", "nope"])

@@ -127,7 +127,7 @@ Made by `selfi-ros make-sample --tum <TUM folder>{args}` from TUM's own files (s
 | `{gt}` | TUM's motion-capture ground truth of the span (+-1 s), as published: `timestamp tx ty tz qx qy qz qw`, 100 Hz, camera-to-world (colour camera's optical centre, optical axes x right / y down / z forward), metres; not synchronised with the images: associate by stamp |
 | `{yaml}` | the calibration in the ROS camera_calibration YAML format (`selfi-ros reconstruct --camera-info`) |
 
-- {n} frames, {w}x{h} px, {hz:.1f} Hz: every {every}. frame of the 30 Hz recording from {start:.1f} s after its
+- {n} frames, {w}x{h} px, {hz:.1f} Hz: one in {every} frames of the recording (30 Hz), from {start:.1f} s after its
   first image, with the ORIGINAL timestamps of `rgb.txt` (header stamps = bag log times, first
   {t0} ns). The images are as recorded: **not undistorted** (D = {D}); the node and
   `selfi-ros reconstruct --bag` rectify them with the CameraInfo.
@@ -138,7 +138,7 @@ Credit and licence: TUM RGB-D benchmark, sequence `rgbd_dataset_freiburg1_rpy`: 
 F. Endres, W. Burgard, D. Cremers, "A Benchmark for the Evaluation of RGB-D SLAM Systems", IROS 2012
 (https://cvg.cit.tum.de/data/datasets/rgbd-dataset), licensed under the Creative Commons Attribution 4.0
 International License (CC BY 4.0, https://creativecommons.org/licenses/by/4.0/). Changes: a {dur:.1f} s
-excerpt, every {every}. frame, images {change}, stored as a ROS 2 bag; ground truth cut to the span.
+excerpt, one in {every} frames, images {change}, stored as a ROS 2 bag; ground truth cut to the span.
 """
 
 
