@@ -158,18 +158,19 @@ class ColmapBackend(BackendBase):
         t0 = time.perf_counter()
         try:
             feats = [self.features.get(f, self._anchor_octave(f)) for f in anchors]
-            rec, grown = None, False
             seed_ids = self._shared_with_previous(anchors)
-            if self.config.grow_windows and len(seed_ids) >= 2:
+            plans = ([seed_ids] if self.config.grow_windows and len(seed_ids) >= 2 else []) + [{}]
+            for plan in plans:  # grow the previous model; if that fails (or is not possible), from scratch
                 try:
-                    rec = self._map(window_id, anchors, feats, seed_ids)
-                    grown = True
+                    rec = self._map(window_id, anchors, feats, plan)
+                    result, memory, seeds = self._window_from_reconstruction(window_id, anchors, feats, rec)
+                    grown = bool(plan)
+                    break
                 except Exception as exc:  # noqa: BLE001 - BackendError or pycolmap's RuntimeError/IndexError
+                    if not plan:
+                        raise
                     self.counters["grow_fallbacks"] += 1
                     log.info("colmap window %d: growing failed (%s); from scratch", window_id, exc)
-            if rec is None:
-                rec = self._map(window_id, anchors, feats, {})
-            result, memory, seeds = self._window_from_reconstruction(window_id, anchors, feats, rec)
         except BackendError:
             raise
         except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError

@@ -73,11 +73,14 @@ def _parse_bool(v) -> bool:
 class ColmapBackendConfig:
     """Options of the pycolmap backend (:class:`selfi_ros.backends.colmap.ColmapBackend`).
 
-    Defaults are tuned for a 2-core CPU; the costs quoted are per 640x480 frame on such a machine (shared,
-    measured with ``benchmarks/bench_colmap.py``): SIFT of a keyframe ~0.1 s at ``anchor_first_octave`` 0
-    and ~2.5x that at -1 (grows with ``max_image_size`` squared and with ``max_num_features``); matching one
-    pair ~20 ms per 1000 features (``pairs_per_keyframe`` pairs per new keyframe); a tracked frame ~10 ms
-    (``track_max_points`` tracks); a SIFT fallback ~0.1 s.
+    Defaults are tuned for a 2-core CPU. Costs measured on TUM fr1_rpy (640x480) on such a machine shared
+    with other jobs (load average 5-6; cProfile of ``benchmarks/bench_colmap.py``'s loop): SIFT of a
+    keyframe 0.15 s at first octave 0 (at -1, the 2x upsampled octave, about 4x that; cost grows with
+    ``max_image_size`` squared and with ``max_num_features``); one verified pair 45 ms (two ratio-test
+    passes + RANSAC; ``pairs_per_keyframe`` of them per new keyframe, fewer when cached); COLMAP's pipeline
+    on a window of 6 anchors 0.36 s (registration, triangulation, bundle adjustment over
+    ``ba_local_num_images``); a tracked frame 6 ms of KLT (``track_max_points`` tracks) + a few ms of PnP; a
+    SIFT-localized frame one extraction + ~20 ms of matching.
     """
 
     max_num_features: int = 2048  # SIFT features per image (COLMAP max_num_features; cost grows with it)
