@@ -66,9 +66,18 @@ def test_sigint_mid_run_exits_0_without_traceback(ros):
     assert "publishing failed" not in log, log[-3000:]
 
 
-def test_save_on_shutdown_writes_the_map(ros, tmp_path):
+@pytest.mark.parametrize("when", ["at_start", "at_run_time"])
+def test_save_on_shutdown_writes_the_map(ros, tmp_path, when):
+    """``save_on_shutdown`` given at start, or switched on through SetParameters while running (dynamic)."""
     save_dir = tmp_path / "on_shutdown"
-    node, c = ros(backend="selfi_ros_testing:SlowLineBackend", save_on_shutdown=True, save_dir=str(save_dir))
+    params = dict(backend="selfi_ros_testing:SlowLineBackend", save_dir=str(save_dir))
+    if when == "at_start":
+        params["save_on_shutdown"] = True
+    node, c = ros(**params)
+    if when == "at_run_time":
+        from test_node_parameters import set_param
+
+        assert set_param(c, node, "save_on_shutdown", True).successful
     rc = _stream_until_signalled(node, c, min_poses=4)
     log = node.log()
     assert rc == 0 and "Traceback" not in log, log[-3000:]

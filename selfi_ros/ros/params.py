@@ -300,7 +300,7 @@ def configs_from_values(values: dict[str, Any]) -> NodeParameters:
 #: Node ones take effect at once (the TF mode from the next pose, ``save_dir`` from the next
 #: ``~/save_map``, the status timer is recreated); the engine's keyframe thresholds before the next frame
 #: (applied in the engine's worker thread, the keyframe selector's state is kept).
-DYNAMIC_PARAMETERS = ("publish_tf", "save_dir", "status_period_s", "map_publish_period_s", "log_throttle_s",
+DYNAMIC_PARAMETERS = ("publish_tf", "save_dir", "save_on_shutdown", "status_period_s", "map_publish_period_s", "log_throttle_s",
                       "no_image_warn_s", "publish_window_cloud", "keyframe_min_interval_s",
                       "keyframe_max_interval_s", "keyframe_min_flow_px", "keyframe_min_odom_dist_m")
 

@@ -9,7 +9,8 @@ rclpy/node.py).
 What a change does:
 
 * ``publish_tf``: the TF mode of the next pose (``NodeOutputs.set_tf_mode``; ``auto`` resolved again).
-* ``save_dir``: the folder of the next ``~/save_map`` (the service reads it at each call).
+* ``save_dir``: the folder of the next ``~/save_map`` (the service reads it at each call);
+  ``save_on_shutdown``: read at shutdown.
 * ``status_period_s``: the status timer is recreated with the new period; ``~/path`` follows it.
 * ``map_publish_period_s``, ``log_throttle_s``, ``no_image_warn_s``, ``publish_window_cloud``: read by the
   worker and the publishers at each use.
