@@ -102,12 +102,16 @@ def test_verify_loop_accepts_true_geometry_and_rejects_wrong_geometry():
     assert verify_loop(_observations(M, rng, noise=0.002), 3, predicted=drifted, path_length=5.0, scale_ref=2.0).accepted
 
 
-def _run_laps(be, frames, scene, laps, cfg=None):
+def _run_laps(be, frames, scene, laps, cfg=None, corrections=None):
     eng = Engine(be, EngineConfig(**(cfg or CFG)))
     figs = []
     for k in range(laps):
         for f in lap(frames, k):
-            assert not eng.process_frame(f).rejected
+            before = {p.stamp_ns: (p.T_map_cam, p.window_id) for p in eng.trajectory()} if corrections is not None else {}
+            out = eng.process_frame(f)
+            assert not out.rejected
+            if out.map_corrected and corrections is not None:
+                corrections.append((out, before, {p.stamp_ns: p.T_map_cam for p in eng.trajectory()}, eng._window_id))
         st = eng.status()
         figs.append(dict(ate=ate(eng.trajectory(), scene), mem=eng.memory_bytes(), windows=st.windows,
                          map_points=st.map_points, loops=st.loop_closures))
@@ -118,9 +122,18 @@ def test_ten_laps_drift_is_closed_and_the_map_stops_growing():
     frames, scene = make_box_room_sequence(60, width=W, height=H)
     be = OracleBackend(scene, rot_noise_deg=0.2, trans_noise_m=0.005, depth_noise=0.005, scale_range=(0.3, 3.0),
                        downsample=2, seed=0)
-    eng, figs = _run_laps(be, frames, scene, 10)
+    corrections = []
+    eng, figs = _run_laps(be, frames, scene, 10, corrections=corrections)
     st = eng.status()
     assert figs[-1]["ate"] <= 1.2 * figs[0]["ate"], [f["ate"] for f in figs]
+    # every closure is reported on its frame; poses of the window the correction names moved by it
+    assert len(corrections) == st.loop_closures
+    for out, before, after, _ in corrections:
+        C = Sim3.from_matrix(out.map_correction)
+        moved = [s for s, (T, w) in before.items() if w == out.poses[0].window_id]
+        assert moved
+        for s_ in moved[-5:]:
+            assert_close_rel(after[s_], C.transform_pose(before[s_][0]), 1e-9, atol_rel=1e-9)
     assert st.loop_closures >= 1 and st.map_segments == 0
     assert all(f["windows"] == figs[1]["windows"] for f in figs[1:])  # revisits: no new windows
     assert figs[-1]["mem"] <= 1.05 * figs[1]["mem"]  # memory flat after lap 1 (trajectory poses only)

@@ -89,7 +89,7 @@ class EngineOutput:
         metric: True when poses/points are in metres (scale from odometry applied).
         map_corrected: a loop closure moved the map's windows here: earlier poses and the map cloud changed
             (republish them; the ``map`` frame jumps, REP-105: ``odom`` stays smooth).
-        map_correction: (4, 4) Sim(3) ``T_map_new_map_old`` of the current window (map units) or None.
+        map_correction: (4, 4) Sim(3) ``T_map_new_map_old`` of the current window (output units) or None.
     """
 
     poses: list[PoseEstimate] = field(default_factory=list)

@@ -463,6 +463,7 @@ class LoopClosure:
                 a.pts_map = C.apply(a.pts_map)
             self._T_map_window = new[self._window_id]
             out.map_correction = C.matrix()
+            out.map_correction[:3, 3] *= self._out_scale  # output units, as the poses
         out.map_corrected = True
         self._rebuild_map()
 
