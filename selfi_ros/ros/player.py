@@ -99,13 +99,13 @@ def play(bag: str, rate: float = 1.0, topics: Optional[Sequence[str]] = None, lo
             from rosgraph_msgs.msg import Clock
 
             clock_pub = node.create_publisher(Clock, "/clock", 10)
-        t_wait = time.monotonic() + max(0.0, wait_subscribers)
-        while time.monotonic() < t_wait and any(p.get_subscription_count() == 0 for t, p in pubs.items()
-                                                if t != "/tf_static"):
-            time.sleep(0.05)
-        if start_delay > 0:
-            time.sleep(start_delay)
         try:
+            t_wait = time.monotonic() + max(0.0, wait_subscribers)
+            while time.monotonic() < t_wait and any(p.get_subscription_count() == 0 for t, p in pubs.items()
+                                                    if t != "/tf_static"):
+                time.sleep(0.05)
+            if start_delay > 0:
+                time.sleep(start_delay)
             _play_passes(node, path, types, pubs, clock_pub, rate, loop, max_loops, quiet, progress)
         except KeyboardInterrupt:
             if not quiet:
