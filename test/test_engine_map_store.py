@@ -192,3 +192,69 @@ def test_window_database_spills_to_disk_and_is_bounded(seq, tmp_path):
     # a bound on windows: the oldest are dropped, counted
     small = mapped(seq, window_db_max_windows=3)
     assert len(small.db) == 3 and small.db.evictions["max_windows"] == small.status().windows - 3
+
+
+class _Mem:
+    """A minimal WindowMemory: ``nbytes`` as given; ``save`` writes one file or fails."""
+
+    backend = "fake"
+
+    def __init__(self, window_id, nbytes, fail=False):
+        self.window_id, self._n, self.fail = window_id, nbytes, fail
+
+    def nbytes(self):
+        return self._n
+
+    def save(self, directory):
+        if self.fail:
+            raise OSError("read-only file system")
+        open(os.path.join(directory, "m.json"), "w").write(json.dumps({"id": self.window_id, "n": self._n}))
+
+
+class _Loader:
+    def load_window(self, directory):
+        with open(os.path.join(directory, "m.json")) as fh:
+            d = json.load(fh)
+        return _Mem(d["id"], d["n"])
+
+
+def test_window_database_retrieval_budget_and_failures(tmp_path):
+    from selfi_ros.engine.window_db import WindowDatabase
+
+    db = WindowDatabase(_Loader(), ram_budget_bytes=3500, max_windows=10, spill_dir=str(tmp_path))
+    rng = np.random.default_rng(0)
+    D = rng.normal(size=(5, 3, 16)).astype(np.float32)
+    for w in range(5):
+        db.add(w, 0, _Mem(w, 1000), D[w], [w * 10, w * 10 + 1, w * 10 + 2])
+    # RAM budget: at most 2 memories of 1000 bytes stay (plus the small arrays), the rest spilled, counted
+    assert db.spilled == 3 and db.evictions == {"spilled": 3}
+    assert sorted(os.listdir(db._spill)) == [f"window_{w:06d}" for w in range(3)]
+    # retrieval: a noisy copy of window 3's second anchor descriptor ranks window 3 first (cosine of rows
+    # normalised by the database), exclusions and the similarity floor apply
+    q = D[3, 1] + 0.05 * rng.normal(size=16)
+    q = q / np.linalg.norm(q)
+    got = db.retrieve(q, 2)
+    assert got[0][0] == 3 and len(got) == 2
+    d3 = D[3] / np.linalg.norm(D[3], axis=1, keepdims=True)
+    assert abs(got[0][1] - float(np.max(d3 @ q))) < 1e-5
+    assert 3 not in [w for w, _ in db.retrieve(q, 5, exclude={3})]
+    assert [w for w, _ in db.retrieve(q, 5, min_similarity=0.9)] == [3]  # only the near copy is similar enough
+    # a spilled memory is read back on demand (counted), another spilled in its place
+    m = db.memory(0)
+    assert m.window_id == 0 and m.nbytes() == 1000 and db.loads == 1 and db.spilled == 3
+    # a memory that cannot be written is dropped, counted; one that cannot be read back likewise
+    db.add(5, 0, _Mem(5, 1000, fail=True), D[0], [50])
+    db.add(6, 0, _Mem(6, 1000), D[1], [60])
+    db.add(7, 0, _Mem(7, 1000), D[2], [70])  # the least recently used in RAM (5) must go now
+    assert db.evictions.get("spill_failed", 0) == 1 and 5 not in db
+    shutil.rmtree(db.entries[1].folder)
+    assert db.memory(1) is None and 1 not in db and db.evictions["load_failed"] == 1
+    # the bound on windows drops the oldest, its spill folder with it
+    small = WindowDatabase(_Loader(), 0, max_windows=2, spill_dir=str(tmp_path / "b"))
+    for w in range(4):
+        small.add(w, 0, _Mem(w, 10), D[w], [w])
+    assert small.ids() == [2, 3] and small.evictions["max_windows"] == 2
+    assert sorted(os.listdir(small._spill)) == ["window_000002", "window_000003"]
+    folder = small._spill
+    small.clear()
+    assert not os.path.exists(folder) and small._spill is None and len(small) == 0
