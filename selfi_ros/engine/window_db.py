@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -77,7 +78,8 @@ class WindowDatabase:
         ram_budget_bytes: bytes of memories kept in RAM (>= 0; 0 spills every memory but the pinned one).
         max_windows: windows kept at all (>= 1).
         spill_dir: parent folder of the spill folder ("" -> the system temporary folder); the database
-            creates its own folder inside on first spill and removes it in :meth:`clear`.
+            creates its own folder inside on first spill and removes it in :meth:`clear` (or when the
+            database is garbage-collected, or at interpreter exit).
     """
 
     def __init__(self, backend: Backend, ram_budget_bytes: int, max_windows: int, spill_dir: str = "") -> None:
@@ -174,6 +176,8 @@ class WindowDatabase:
             if parent:
                 os.makedirs(parent, exist_ok=True)
             self._spill = tempfile.mkdtemp(prefix="selfi_windows_", dir=parent)
+            # removed with the database (clear, garbage collection or interpreter exit): disk stays bounded
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self._spill, True)
         return self._spill
 
     def _drop(self, window_id: int, reason: str) -> None:
