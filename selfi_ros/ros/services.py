@@ -162,25 +162,31 @@ MAP_FRAME_FILE = "ros_map_frame.json"
 
 def save_map_folder(sn, out_dir: str) -> str:
     """``~/save_map`` of a :class:`~selfi_ros.ros.node.SelfiNode` ``sn`` (its worker thread, or after the
-    worker stopped): ``Engine.save`` into ``out_dir``, the engine's reusable map into ``out_dir/map`` where the
-    engine has ``save_map`` (a backend without window memories, or no window yet, is noted in the summary,
-    not an error), and :data:`MAP_FRAME_FILE` (the ROS map anchor, ``T_map_engine`` 4x4, of
+    worker stopped): ``Engine.save`` into ``out_dir``, which also writes the engine's reusable map into
+    ``out_dir/map`` (a backend without window memories, or no window yet, is noted in the summary, not an
+    error; a reusable map that could not be written is: RuntimeError with the engine's reason), and
+    :data:`MAP_FRAME_FILE` (the ROS map anchor, ``T_map_engine`` 4x4, of
     :class:`~selfi_ros.ros.outputs.TfPlan`). Returns a one-line summary; raises what the saves raise
     (OSError...)."""
-    saved = sn.engine.save(out_dir)
-    notes = []
-    save_map = getattr(sn.engine, "save_map", None)
-    if save_map is not None:
-        try:
-            save_map(os.path.join(out_dir, "map"))
-            notes.append("reusable map in map/")
-        except (MapLoadError, MapNotSupported) as e:  # no memories / no window yet: noted, not a failure
-            notes.append(f"no reusable map: {e}")
+    saved = sn.engine.save(out_dir)  # Engine.save also writes the reusable map into out_dir/map (map_dir)
     plan = sn.outputs.plan
     atomic_write_text(os.path.join(out_dir, MAP_FRAME_FILE), json.dumps({
         "map_frame": sn.cfg.map_frame, "anchor_frame": plan.anchor_frame or "",
         "camera_frame": sn.camera_frame,
         "T_map_engine": [[float(v) for v in row] for row in plan.T_map_engine]}, indent=1) + "\n")
+    notes = []
+    if isinstance(saved, dict) and saved.get("map_error"):
+        raise RuntimeError(f"outputs written, reusable map not: {saved['map_error']}")
+    if isinstance(saved, dict) and saved.get("map_dir"):
+        notes.append("reusable map in map/")
+    elif getattr(sn.engine, "db", None) is None and hasattr(sn.engine, "save_map"):  # an engine whose save does not
+        try:
+            sn.engine.save_map(os.path.join(out_dir, "map"))
+            notes.append("reusable map in map/")
+        except (MapLoadError, MapNotSupported) as e:  # no memories / no window yet: noted, not a failure
+            notes.append(f"no reusable map: {e}")
+    else:
+        notes.append("no reusable map (the backend keeps no window memories, or no window yet)")
     files = sorted(os.path.basename(str(v)) for v in saved.values()) if isinstance(saved, dict) else saved
     return f"{files}" + (f"; {'; '.join(notes)}" if notes else "")
 
