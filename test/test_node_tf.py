@@ -50,6 +50,7 @@ def test_late_tf_static_switches_cleanly_one_parent_per_frame(ros):
     assert all(t.child_frame_id == "cam_optical" for m in c.get("/tf") for t in m.transforms)
 
     static = c.publisher(tf2_msgs.TFMessage, "/tf_static", c.latched)
+    assert c.wait_subscribers(static, node=node)
     static.publish(tf2_msgs.TFMessage(transforms=[transform_stamped(T_BASE_CAM, "base_link", "cam_optical", 0)]))
     c.wait_for(lambda: False, 1.0)  # the node gets the latched message
     n_before_tf = len(c.get("/tf"))
