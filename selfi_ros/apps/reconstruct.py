@@ -4,6 +4,7 @@ folder, a TUM RGB-D sequence or a ROS 2 bag, and write its outputs (no ROS graph
     selfi-ros reconstruct --bag data/sample/tum_fr1_rpy.mcap --out out/recon --gt data/sample/groundtruth.txt
     selfi-ros reconstruct --tum DIR --out out/recon [--every 3]   # rgb.txt, camera_info.yaml, groundtruth.txt
     selfi-ros reconstruct --images DIR --out out/recon [--camera-info camera.yaml | --fx 500 --fy 500 --cx 320 --cy 240]
+    selfi-ros reconstruct --bag BAG --out out/again --map out/recon/map --localization-only   # reuse a saved map
 
 Lens distortion: images are rectified before the engine (:class:`selfi_ros.data.camera_model.Rectifier`,
 plumb_bob / rational_polynomial / equidistant) with the calibration of ``--camera-info FILE.yaml`` (ROS
@@ -19,13 +20,17 @@ windows, map segments, run time, and ATE RMSE after Sim(3) alignment (evo) when 
 Outputs in ``--out`` (written by :meth:`Engine.save`): ``trajectory.tum`` (camera-to-map poses, stamps
 from the bag's image headers, or the frame index in seconds for a folder, files in sorted name order),
 ``map.ply``, ``cameras.json`` (per frame: timestamp, image file or index, extrinsics camera-from-world
-3x4, intrinsics 3x3, width, height) and ``metadata.json``; plus ``summary.json`` with the engine status.
+3x4, intrinsics 3x3, width, height) and ``metadata.json``; plus ``summary.json`` with the engine status;
+with a backend that keeps window memories (colmap, vggt, oracle) also the reusable map in ``OUT/map``
+(:meth:`Engine.save_map`), which ``--map DIR`` loads again (``--localization-only``: frames are only localized
+against it, in its frame; else the map is extended).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 import time
 from typing import Iterator, Optional, Sequence
 
@@ -132,8 +137,6 @@ def frames_from_bag(path: str, image_topic: Optional[str] = None, camera_info_to
 
 def _progress_bar(total: Optional[int], enabled: bool):
     """A tqdm bar on stderr (frames; frames/s is tqdm's rate), or None when disabled or stderr is no terminal."""
-    import sys
-
     if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
         return None
     from tqdm import tqdm
@@ -145,7 +148,7 @@ def _progress_bar(total: Optional[int], enabled: bool):
 def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend_name: str = "colmap",
                 backend_options: Optional[dict] = None, config=None, max_frames: int = 0,
                 every: int = 1, gt_path: Optional[str] = None, progress: bool = False,
-                total: Optional[int] = None, gt_max_diff: float = 0.02) -> dict:
+                total: Optional[int] = None, gt_max_diff: float = 0.02, map_dir: Optional[str] = None) -> dict:
     """Feed ``frames`` through a fresh Engine with backend ``backend_name`` and save into ``out_dir``.
 
     Args:
@@ -157,6 +160,13 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
             constant estimate, :class:`selfi_ros.apps.evaluate.EvalResult`).
         progress: show a tqdm bar on stderr (only if stderr is a terminal); ``total``: frames expected
             before ``every`` and ``max_frames`` (None: unknown).
+        map_dir: a map saved by :meth:`Engine.save_map` (``OUT/map`` of an earlier run) loaded before the
+            first frame (:meth:`Engine.load_map`, checked against the first frame's K and size); frames are
+            then posed in that map's frame. With ``config.localization_only`` they are only localized
+            against it (no keyframes, no windows); otherwise the map is extended.
+
+    The outputs are :meth:`Engine.save`'s (with a backend that keeps window memories also the reusable map in
+    ``out_dir/map``, key ``map_dir`` of ``outputs``).
 
     Returns a summary dict: frames, rejected, poses, keyframes, windows, window_failures, map_segments,
     run_time_s (engine time, s), frames_per_s, backend, random_weights, outputs (paths), status (the
@@ -164,6 +174,7 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
 
     Raises:
         ValueError: an unknown backend or ``every`` < 1; TypeError: an object that is not a Backend;
+        selfi_ros.engine.map_store.MapLoadError (a ValueError): ``map_dir`` cannot be loaded (one-line reason);
         backend construction errors propagate.
     """
     from dataclasses import asdict
@@ -188,12 +199,16 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
     n = 0
     rejected = 0
     last_postfix = 0.0
+    loaded = None
     try:
         for k, fr in enumerate(frames):
             if k % every:
                 continue
             if max_frames and n >= max_frames:
                 break
+            if map_dir and loaded is None:
+                camera = None if fr.K is None else (fr.K, fr.width, fr.height)
+                loaded = engine.load_map(map_dir, camera) or {}
             out = engine.process_frame(fr)
             n += 1
             rejected += bool(out.rejected)
@@ -217,6 +232,8 @@ def reconstruct(frames: Sequence[Frame] | Iterator[Frame], out_dir: str, backend
                "run_time_s": run_s, "frames_per_s": n / run_s if run_s > 0 else 0.0,
                "backend": backend_name, "random_weights": bool(backend.random_weights),
                "outputs": paths, "status": asdict(st)}
+    if map_dir:
+        summary.update(map_loaded=os.path.abspath(map_dir), localization_only=bool(engine.config.localization_only))
     if gt_path:
         from selfi_ros.apps.evaluate import evaluate
 
@@ -246,7 +263,12 @@ def format_summary(s: dict) -> str:
                      f"{s['rpe_rot_rmse_deg']:.3g} deg (a constant estimate: {s['rpe_rot_trivial_deg']:.3g} deg)")
     elif "ate_error" in s:
         lines.append(f"ATE not computed: {s['ate_error']}")
-    lines.append(f"outputs in {os.path.dirname(s['outputs'].get('trajectory', '')) or '.'}")
+    if s.get("map_loaded"):
+        lines.append(f"map loaded from {s['map_loaded']}" + (" (localization only)" if s.get("localization_only") else
+                                                            " (extended)"))
+    out = os.path.dirname(s['outputs'].get('trajectory', '')) or '.'
+    lines.append(f"outputs in {out}" + (f" (reusable map: {s['outputs']['map_dir']})" if s['outputs'].get('map_dir')
+                                        else ""))
     return "\n".join(lines)
 
 
@@ -289,6 +311,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend-option", action="append", default=[], metavar="NAME=VALUE",
                         help="backend constructor option (repeatable; VALUE read as YAML), e.g. num_threads=1 "
                              "(colmap: deterministic), tokens_per_anchor=300 (vggt)")
+    parser.add_argument("--map", metavar="DIR", default=None,
+                        help="load this saved map (OUT/map of an earlier run, or a node's ~/save_map) first: poses "
+                             "are in its frame, and it is extended unless --localization-only")
+    parser.add_argument("--localization-only", action="store_true",
+                        help="with --map: only localize frames against the loaded map (no keyframes, no windows)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -379,6 +406,10 @@ def run(args: argparse.Namespace) -> int:
         K = np.array([[args.fx, 0, args.cx], [0, args.fy, args.cy], [0, 0, 1]], dtype=np.float64)
     if args.every < 1:
         raise SystemExit(f"--every must be >= 1, got {args.every}")
+    if args.localization_only and not args.map:
+        raise SystemExit("--localization-only needs --map DIR (a saved map to localize against)")
+    if args.map and not os.path.isdir(args.map):
+        raise SystemExit(f"--map {args.map}: no such folder")
     rectify = not args.no_rectify
     gt = args.gt
     total = None
@@ -425,9 +456,19 @@ def run(args: argparse.Namespace) -> int:
         opts["checkpoint"] = args.checkpoint
     if args.device:
         opts["device"] = args.device
-    summary = reconstruct(frames, args.out, args.backend, opts, _config_from_args(args), args.max_frames,
-                          every=args.every, gt_path=gt, progress=not args.quiet, total=total,
-                          gt_max_diff=args.gt_max_diff)
+    config = _config_from_args(args)
+    config.localization_only = bool(args.localization_only)
+    try:
+        summary = reconstruct(frames, args.out, args.backend, opts, config, args.max_frames,
+                              every=args.every, gt_path=gt, progress=not args.quiet, total=total,
+                              gt_max_diff=args.gt_max_diff, map_dir=args.map)
+    except ValueError as e:
+        from selfi_ros.engine.map_store import MapLoadError
+
+        if not isinstance(e, MapLoadError):
+            raise
+        print(f"selfi-ros reconstruct: cannot load the map {args.map}: {e}", file=sys.stderr)
+        return 2
     if not args.quiet:
         print(format_summary(summary))
     return 0 if summary["poses"] > 0 else 1
