@@ -221,3 +221,23 @@ def test_laps_with_localization_that_needs_overlap():
     assert len(eng.trajectory()) == 240 and st.map_segments == 0
     assert all(f["windows"] == figs[0]["windows"] for f in figs)
     assert figs[-1]["ate"] <= 1.2 * figs[0]["ate"]
+
+
+class NoCorrespondences(OracleBackend):
+    """A backend whose localizations carry no correspondence count (``inliers`` 0, as a learned pose
+    without a geometric check): its confidence is what the engine trusts."""
+
+    def localize_in(self, memory, frames):
+        out = super().localize_in(memory, frames)
+        for r in out:
+            r.inliers = 0
+        return out
+
+
+def test_a_backend_without_correspondences_revisits_by_confidence():
+    frames, scene = make_box_room_sequence(60, width=W, height=H)
+    be = NoCorrespondences(scene, rot_noise_deg=0.2, trans_noise_m=0.005, scale_range=(0.3, 3.0), downsample=2,
+                           seed=0, min_overlap=0.3)
+    eng, figs = _run_laps(be, frames, scene, 3)
+    assert len(eng.trajectory()) == 180 and all(f["windows"] == figs[0]["windows"] for f in figs)
+    assert figs[-1]["ate"] <= 1.2 * figs[0]["ate"]

@@ -4,7 +4,8 @@ Detection: at every keyframe localized against the current window, its global de
 top-k windows of the database (:meth:`~selfi_ros.engine.window_db.WindowDatabase.retrieve`) that are at
 least ``loop_min_window_gap`` pose-graph hops away and not among the most recent windows; the keyframe is
 localized against each (``Backend.localize_in``). A localization with at least ``loop_min_inliers``
-correspondences is a *loop hypothesis* (``loop_candidates``): the keyframe's pose in the candidate window
+correspondences (a backend without correspondences: confidence >= ``min_localization_confidence``,
+:func:`supported`) is a *loop hypothesis* (``loop_candidates``): the keyframe's pose in the candidate window
 and in the current one. The hypothesis is completed at once with the previous keyframes posed in the
 current window (localized against the candidate in one call) and with later keyframes' hypotheses.
 
@@ -193,6 +194,20 @@ class LoopDetector:
         self._last.pop((int(cur), int(cand)), None)
 
 
+def supported(r: LocalizationResult, min_inliers: int, min_confidence: float) -> bool:
+    """Whether a successful localization is trusted for a loop, a revisit or a relocalization: at least
+    ``min_inliers`` correspondences; a backend without correspondences (``inliers`` 0, see
+    :class:`~selfi_ros.engine.types.LocalizationResult`) by its confidence (>= ``min_confidence``) instead."""
+    if int(r.inliers) > 0:
+        return int(r.inliers) >= int(min_inliers)
+    return bool(r.confidence >= min_confidence)
+
+
+def support(r: LocalizationResult) -> tuple:
+    """Sort key of competing localizations: more correspondences, then more confidence."""
+    return (int(r.inliers), float(r.confidence))
+
+
 def localized_pose(r: LocalizationResult) -> Optional[np.ndarray]:
     """(4, 4) camera-to-window pose of a successful localization, None for a failed or non-finite one."""
     if not isinstance(r, LocalizationResult) or r.extrinsics is None:
@@ -332,7 +347,7 @@ class LoopClosure:
         for wid, _sim in cands:
             r = self._localize_in(wid, [kf.frame])[0]
             T = localized_pose(r)
-            if T is None or r.inliers < c.loop_min_inliers:
+            if T is None or not supported(r, c.loop_min_inliers, c.min_localization_confidence):
                 continue
             st.loop_candidates += 1
             group = self._loops.add(seg, wid, LoopObservation(kf.stamp_ns, T, kf.T_map_cam.copy(), int(r.inliers)))
@@ -404,7 +419,7 @@ class LoopClosure:
             return group
         for k, r in zip(kfs, self._localize_in(cand, [k.frame for k in kfs])):
             T = localized_pose(r)
-            if T is not None and r.inliers >= self.config.loop_min_inliers:
+            if T is not None and supported(r, self.config.loop_min_inliers, self.config.min_localization_confidence):
                 group = self._loops.add(seg, cand, LoopObservation(k.stamp_ns, T, k.T_map_cam.copy(), int(r.inliers)))
         return group
 

@@ -21,7 +21,8 @@ the fallbacks are this project's own.
 Relocalization (:class:`Relocalization`, for backends with window memories): after ``lost_after_failures``
 consecutive localization failures (and every ``relocalization_interval`` failures after that) the failed
 frame's global descriptor retrieves the top-k windows of the window database and the frame is localized
-against each (``Backend.localize_in``); the one with the most correspondences (>= ``relocalization_min_inliers``)
+against each (``Backend.localize_in``); the one with the most correspondences (>= ``relocalization_min_inliers``;
+a backend without correspondences: the most confident, :func:`~selfi_ros.engine.loop_closure.supported`)
 becomes the window the following frames are localized against, in the same map frame: no new segment.
 A camera in a known place continues against the stored window that covers its view best instead of
 making a new window (revisits; the map does not grow). Only when relocalization fails too do the window
@@ -39,7 +40,7 @@ import numpy as np
 
 from selfi_ros.engine.backend import BackendError
 from selfi_ros.engine.keyframes import Keyframe
-from selfi_ros.engine.loop_closure import localized_pose
+from selfi_ros.engine.loop_closure import localized_pose, support, supported
 from selfi_ros.engine.map_store import camera_mismatch
 from selfi_ros.engine.types import Frame, LocalizationResult, PoseEstimate, PoseKind
 from selfi_ros.engine.windows import WindowPolicy
@@ -213,9 +214,9 @@ class Relocalization:
         for wid, _sim in self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity):
             r = self._localize_in(wid, [kf.frame])[0]
             T = localized_pose(r)
-            if T is None or r.inliers < c.loop_min_inliers or not r.confidence >= c.min_localization_confidence:
+            if T is None or not supported(r, c.loop_min_inliers, 0.0) or not r.confidence >= c.min_localization_confidence:
                 continue
-            if best is None or r.inliers > best[1].inliers:
+            if best is None or support(r) > support(best[1]):
                 best = (wid, r, T)
         if best is None:
             return None
@@ -248,7 +249,8 @@ class Relocalization:
         for wid, _sim in self.db.retrieve(desc, c.retrieval_top_k, exclude, c.retrieval_min_similarity):
             r = self._localize_in(wid, [frame])[0]
             T = localized_pose(r)
-            if T is not None and r.inliers >= min_inliers and (best is None or r.inliers > best[1].inliers):
+            if T is not None and supported(r, min_inliers, c.min_localization_confidence) and (
+                    best is None or support(r) > support(best[1])):
                 best = (wid, r, T)
         return best
 
@@ -306,7 +308,7 @@ class Relocalization:
         if self._active_memory is not None:
             r = self._localize_in(self._window_id, [frame])[0]
             T = localized_pose(r)
-            if T is not None and r.inliers < c.relocalization_min_inliers:
+            if T is not None and not supported(r, c.relocalization_min_inliers, c.min_localization_confidence):
                 T = None
         if T is None:
             best = self._best_stored_window(frame, c.relocalization_min_inliers)
