@@ -258,3 +258,35 @@ def test_window_database_retrieval_budget_and_failures(tmp_path):
     folder = small._spill
     small.clear()
     assert not os.path.exists(folder) and small._spill is None and len(small) == 0
+
+
+def test_vggt_plumbing_map_round_trip(tmp_path):
+    """The vggt backend (tiny, RANDOM weights: plumbing only, poses meaningless) through the window database:
+    retrieval and localize_in run, the map is saved with the outputs, loaded into a fresh engine and frames
+    are localized against it in localization-only mode; a map of the oracle is refused by its signature."""
+    pytest.importorskip("torch")
+    from selfi_ros.backends.vggt import VGGTBackend
+
+    frames, scene = make_box_room_sequence(14, width=W, height=H)
+
+    def vggt():
+        return VGGTBackend(allow_random_weights=True, model_config="tiny", image_width=56)
+
+    cfg = dict(keyframe_min_flow_px=5.0, keyframe_max_interval_s=1.0, window_size=4, window_overlap=1,
+               window_max_keyframes=3)
+    eng = Engine(vggt(), EngineConfig(**cfg))
+    for f in frames + later(frames):
+        assert not eng.process_frame(f).rejected
+    st = eng.status()
+    assert st.windows >= 2 and st.window_db_windows == len(eng.db) >= 2 and st.random_weights
+    paths = eng.save(str(tmp_path / "out"))
+    assert "map_error" not in paths
+    meta = json.load(open(os.path.join(paths["map_dir"], "metadata.json")))
+    assert meta["signature"]["backend"] == "vggt" and meta["signature"]["checkpoint_sha256"] == "random"
+    loc = Engine(vggt(), EngineConfig(**cfg, localization_only=True))
+    loc.load_map(paths["map_dir"])
+    outs = [loc.process_frame(f) for f in later(frames[:6], 2)]
+    assert all(not o.rejected for o in outs) and loc.status().windows == 0 and loc.status().state in ("localizing", "lost")
+    assert sum(bool(o.poses) for o in outs) + loc.status().localization_failures == 6
+    with pytest.raises(MapLoadError, match="backend='oracle'"):
+        loc.load_map(mapped((frames, scene)).save_map(str(tmp_path / "oracle_map"))["directory"])

@@ -149,7 +149,7 @@ def load_map(engine, directory: str, camera=None) -> dict:
         raise MapLoadError(f"map {directory}: format {meta.get('format')!r}, expected {FORMAT!r}")
     saved = {str(k): str(v) for k, v in dict(meta.get("signature") or {}).items()}
     mine = {str(k): str(v) for k, v in engine.backend.map_signature().items()}
-    for k in sorted(set(saved) | set(mine)):
+    for k in sorted(set(saved) | set(mine), key=lambda k: (k != "backend", k)):  # the backend name first
         if saved.get(k) != mine.get(k):
             raise MapLoadError(f"map {directory} was made with {k}={saved.get(k)!r}, this backend has "
                                f"{k}={mine.get(k)!r}")
