@@ -45,11 +45,12 @@ PACKAGE_PARENT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 DEFAULT_DOMAIN_ID = 71
 
 #: playback speed of each bundled sample when ``--rate`` is not given. The real sample is hand-held and fast
-#: (50-70 deg/s): the CPU colmap backend needs seconds per window, so at the recorded rate consecutive frames
-#: it gets to process barely overlap and windows fail; at 0.1 (12 s played in 120 s) it posed 77 of 120
-#: frames in a measured run (ATE 2.4 cm against 4.8 cm for a constant estimate; benchmarks/results). The
-#: rendered sample runs at its recorded 5 Hz. Any other bag: 1.0.
-SAMPLE_RATES = {"tum_fr1_rpy": 0.1, "woodbox": 1.0}
+#: (50-70 deg/s) and the CPU colmap backend needs about a second per window: at half its recorded rate (12 s
+#: played in 24 s) the node posed 77 of 120 frames in a measured run under load (rotation error per step
+#: 0.82 deg against 9.2 deg for a constant estimate; at the recorded rate 40 poses and 1.5 deg, the margin
+#: this keeps for a slower or busier machine; benchmarks/results). The rendered sample runs at its recorded
+#: 5 Hz. Any other bag: 1.0.
+SAMPLE_RATES = {"tum_fr1_rpy": 0.5, "woodbox": 1.0}
 
 #: node parameters the demo sets: only the sample's topics and transport (JPEG images); everything else is
 #: the node's default (config/selfi.yaml), so the demo shows what a robot gets out of the box
