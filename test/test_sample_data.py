@@ -267,6 +267,20 @@ def test_tum_reader_rules(tmp_path):
     with pytest.raises(ValueError, match="no image"):
         seq.select(5.0)
     assert list(tum.frames_from_tum(seq.images)) == []  # files missing: skipped with a warning
+    import cv2
+
+    (d / "rgb").mkdir()
+    cv2.imwrite(str(d / "rgb" / "a.png"), np.full((48, 64, 3), 90, np.uint8))
+    cv2.imwrite(str(d / "rgb" / "b.png"), np.full((40, 64, 3), 90, np.uint8))
+
+    def rectify(img):
+        if img.shape[:2] != (48, 64):
+            raise ValueError("image 64x40 but the calibration sends 64x48 images")
+        return img[::-1].copy(), np.diag([50.0, 50.0, 1.0])
+
+    fr = list(tum.frames_from_tum(seq.images, rectify=rectify))  # the 64x40 image is skipped, not a crash
+    assert [(f.stamp_ns, f.source, f.index) for f in fr] == [(1_500_000_000, "rgb/a.png", 0)]
+    np.testing.assert_array_equal(fr[0].K, np.diag([50.0, 50.0, 1.0]))
     (d / "rgb.txt").write_text("2.0 a.png\n1.0 b.png\n")
     with pytest.raises(ValueError, match="rgb.txt:2: timestamp 1.0 not after"):
         tum.TumSequence.open(str(d))

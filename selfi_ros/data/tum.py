@@ -204,7 +204,8 @@ def load_rgb(path: str) -> Optional[np.ndarray]:
 def frames_from_tum(images: list[TumImage], K: Optional[np.ndarray] = None, frame_id: str = "camera",
                     rectify=None) -> Iterator[Frame]:
     """Yield a :class:`Frame` per readable image (stamp = the ``rgb.txt`` timestamp, ``index`` = position in
-    ``images``, ``source`` = the file name of ``rgb.txt``). Unreadable files are skipped with a warning.
+    ``images``, ``source`` = the file name of ``rgb.txt``). Unreadable files, and images ``rectify`` refuses
+    (ValueError: another size than the calibration's), are skipped with a warning.
 
     Args:
         K: (3, 3) intrinsics of the images as given (None: unknown).
@@ -218,5 +219,9 @@ def frames_from_tum(images: list[TumImage], K: Optional[np.ndarray] = None, fram
             continue
         K_i = K
         if rectify is not None:
-            rgb, K_i = rectify(rgb)
+            try:
+                rgb, K_i = rectify(rgb)
+            except ValueError as e:  # e.g. an image of another size than the calibration's
+                log.warning("skipping %s: %s", im.path, e)
+                continue
         yield Frame(stamp_ns=im.stamp_ns, image=rgb, K=K_i, frame_id=frame_id, index=i, source=im.name)
