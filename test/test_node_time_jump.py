@@ -62,6 +62,8 @@ def test_time_jump_back_starts_a_new_map_and_keeps_publishing(tmp_path):
         assert c.wait_for(lambda: any(s >= second[-2] for s in _pose_stamps(c)), 10, node), \
             f"no pose after the jump: {_diag(c)}\n{node.log()[-3000:]}"
         assert c.wait_for(lambda: "time_jump" in _diag(c).get("_message", ""), 5, node), _diag(c)
+        # /diagnostics is periodic: wait for the one published after the last image was counted
+        assert c.wait_for(lambda: int(_diag(c).get("frames_in", 0)) == 17, 5, node), _diag(c)
         dv = _diag(c)
         assert dv["_level"] == 1 and "new map" in dv["_message"], dv  # WARN
         assert int(dv["count_time_jump"]) == 1, dv
