@@ -184,6 +184,7 @@ def test_services_save_map_and_reset(ros, tmp_path):
     st = c.get("/selfi_node/status")[-1]
     assert st.windows == 0 and st.map_points == 0 and st.poses == 0
     assert st.frames_in == 0 and st.frames_dropped == 0 and st.frames_rejected == 0
+    assert st.keyframes == 0 and st.frames_skipped == 0 and st.localization_failures == 0
     assert node.alive()
 
 
