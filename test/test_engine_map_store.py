@@ -256,6 +256,13 @@ def test_window_database_retrieval_budget_and_failures(tmp_path):
     assert small.ids() == [2, 3] and small.evictions["max_windows"] == 2
     assert sorted(os.listdir(small._spill)) == ["window_000002", "window_000003"]
     folder = small._spill
+    # a bound on the spill folder's bytes: the oldest spilled windows go, counted
+    disk = WindowDatabase(_Loader(), 0, max_windows=100, spill_dir=str(tmp_path / "c"), disk_budget_bytes=100)
+    for w in range(6):
+        disk.add(w, 0, _Mem(w, 10), D[w % 5], [w])
+    per = disk.entries[5].disk_nbytes  # every folder holds one small file of the same size
+    assert per > 0 and disk.disk_bytes <= 100 and disk.evictions["disk_budget"] == 6 - len(disk)
+    assert len(disk) == 100 // per and disk.ids() == list(range(6 - len(disk), 6))  # the oldest went
     small.clear()
     assert not os.path.exists(folder) and small._spill is None and len(small) == 0
 

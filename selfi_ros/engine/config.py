@@ -51,6 +51,7 @@ class EngineConfig:
     # window database, place recognition, relocalization, loop closure, map reuse (backends with window memories)
     window_db_ram_mb: float = 1024.0  # RAM for window memories before the least recently used spill to disk (MB)
     window_db_max_windows: int = 2000  # windows kept in the database, in RAM or on disk (windows); oldest dropped
+    window_db_disk_mb: float = 8192.0  # disk the spilled window memories may take (MB); oldest dropped beyond
     window_db_spill_dir: str = ""  # parent folder of the spill folder ("" = the system temporary folder)
     window_db_cloud_points: int = 16384  # subsampled points kept per window to rebuild the map after a correction (points)
     retrieval_top_k: int = 3  # candidate windows localized against per retrieval (windows)

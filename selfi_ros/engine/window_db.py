@@ -8,10 +8,11 @@ a node of :class:`~selfi_ros.engine.pose_graph.PoseGraph`, not stored here.
 
 Bounds: memories held in RAM are kept within ``ram_budget_bytes`` (the least recently used are spilled to
 disk with ``memory.save`` into a folder of the spill directory and read back with ``backend.load_window``
-when needed); at most ``max_windows`` windows are kept at all (the oldest is dropped, spill folder and
-all). Every eviction is counted by reason in :attr:`WindowDatabase.evictions`: ``spilled`` (RAM -> disk),
-``max_windows`` (dropped), ``spill_failed`` (could not be written: dropped), ``load_failed`` (a spilled
-memory could not be read back: dropped).
+when needed); at most ``max_windows`` windows are kept at all and the spill folder holds at most
+``disk_budget_bytes`` (the oldest window is dropped, spill folder and all). Every eviction is counted by
+reason in :attr:`WindowDatabase.evictions`: ``spilled`` (RAM -> disk), ``max_windows`` and ``disk_budget``
+(dropped), ``spill_failed`` (could not be written: dropped), ``load_failed`` (a spilled memory could not be
+read back: dropped).
 
 Place recognition: :meth:`WindowDatabase.retrieve` ranks windows by the best cosine similarity between a
 query descriptor and any of their anchors' descriptors (rows are L2-normalised, so the dot product is the
@@ -63,6 +64,7 @@ class WindowEntry:
     owned: bool = False
     last_used: int = 0
     memory_nbytes: int = field(default=0)
+    disk_nbytes: int = 0  # bytes of its spill folder (owned folders only)
 
     @property
     def arrays_nbytes(self) -> int:
@@ -77,15 +79,18 @@ class WindowDatabase:
         backend: the backend whose ``load_window`` reads spilled memories back.
         ram_budget_bytes: bytes of memories kept in RAM (>= 0; 0 spills every memory but the pinned one).
         max_windows: windows kept at all (>= 1).
+        disk_budget_bytes: bytes the spill folder may hold (0: no bound beyond ``max_windows``).
         spill_dir: parent folder of the spill folder ("" -> the system temporary folder); the database
             creates its own folder inside on first spill and removes it in :meth:`clear` (or when the
             database is garbage-collected, or at interpreter exit).
     """
 
-    def __init__(self, backend: Backend, ram_budget_bytes: int, max_windows: int, spill_dir: str = "") -> None:
+    def __init__(self, backend: Backend, ram_budget_bytes: int, max_windows: int, spill_dir: str = "",
+                 disk_budget_bytes: int = 0) -> None:
         self.backend = backend
         self.ram_budget_bytes = max(0, int(ram_budget_bytes))
         self.max_windows = max(1, int(max_windows))
+        self.disk_budget_bytes = max(0, int(disk_budget_bytes))
         self.spill_parent = spill_dir
         self._spill: Optional[str] = None
         self.entries: dict[int, WindowEntry] = {}
@@ -117,6 +122,11 @@ class WindowDatabase:
     def ram_bytes(self) -> int:
         """Bytes in RAM: memories held plus every entry's arrays."""
         return int(sum(e.memory_nbytes + e.arrays_nbytes for e in self.entries.values()))
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes in this database's spill folder."""
+        return int(sum(e.disk_nbytes for e in self.entries.values()))
 
     @property
     def spilled(self) -> int:
@@ -193,11 +203,12 @@ class WindowDatabase:
         RAM budget (never the pinned window nor ``keep``)."""
         while len(self.entries) > self.max_windows:
             self._drop(min(self.entries), "max_windows")
+        self._enforce_disk(keep)
         protect = {keep, self.pinned}
         while self.ram_bytes > self.ram_budget_bytes:
             held = [e for e in self.entries.values() if e.memory is not None and e.window_id not in protect]
             if not held:
-                return
+                break
             e = min(held, key=lambda x: x.last_used)
             if not e.folder:  # first spill: write it; a memory read from disk is just dropped from RAM
                 folder = os.path.join(self._spill_root(), f"window_{e.window_id:06d}")
@@ -213,8 +224,18 @@ class WindowDatabase:
                     self._drop(e.window_id, "spill_failed")
                     continue
                 e.folder, e.owned = folder, True
+                e.disk_nbytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder) for f in fs)
             e.memory, e.memory_nbytes = None, 0
             self._count("spilled")
+        self._enforce_disk(keep)
+
+    def _enforce_disk(self, keep: Optional[int]) -> None:
+        """Drop the oldest spilled windows while the spill folder exceeds ``disk_budget_bytes``."""
+        while self.disk_budget_bytes and self.disk_bytes > self.disk_budget_bytes:
+            on_disk = [w for w, e in self.entries.items() if e.disk_nbytes and w not in (keep, self.pinned)]
+            if not on_disk:
+                return
+            self._drop(min(on_disk), "disk_budget")
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(self, descriptor: np.ndarray, k: int, exclude: Iterable[int] = (), min_similarity: float = -1.0
