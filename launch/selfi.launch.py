@@ -30,8 +30,11 @@ ARGUMENTS = [
     ("device", "torch device (vggt): auto (cuda when present, else cpu) / cpu / cuda / cuda:N"),
     ("qos", "input QoS: sensor_data | reliable"),
     ("use_sim_time", "true to use /clock (bag replay)"),
+    ("map_path", "a folder written by ~/save_map, loaded at start"),
+    ("save_dir", "~/save_map folder (default $ROS_HOME/selfi_map)"),
+    ("save_on_shutdown", "true to save the map to save_dir on shutdown"),
 ]
-BOOL_ARGUMENTS = {"use_sim_time"}
+BOOL_ARGUMENTS = {"use_sim_time", "save_on_shutdown"}
 
 
 def _node(context):
