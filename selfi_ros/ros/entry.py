@@ -5,8 +5,8 @@ node in a subprocess). Re-exported by :mod:`selfi_ros.ros.node`.
 Shutdown (SIGINT, SIGTERM): rclpy's signal handlers are not installed (``SignalHandlerOptions.NO``), so the
 signal reaches :func:`main` as ``KeyboardInterrupt``; the engine worker is stopped and joined (it may finish
 the frame it is on) BEFORE the node and the context are destroyed, so that nothing publishes on an invalid
-context ("RCLError: publisher's context is invalid"); exit status 0, no traceback. A second signal during
-shutdown exits at once (status 130).
+context ("RCLError: publisher's context is invalid"); exit status 0, no traceback. Further signals during
+the shutdown are ignored (it is bounded; SIGKILL still ends the process).
 """
 from __future__ import annotations
 
@@ -25,14 +25,21 @@ def ensure_localhost_discovery() -> None:
 
 
 def _interrupt(signum, frame) -> None:
-    """SIGINT / SIGTERM while running: stop spinning (``main`` shuts down in order)."""
+    """SIGINT / SIGTERM while running: stop spinning (``main`` shuts down in order); from now on further
+    signals go to :func:`_interrupt_again` (set here, so that a signal right behind this one cannot raise
+    inside the shutdown)."""
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt_again)
+    signal.signal(signal.SIGTERM, _interrupt_again)
     raise KeyboardInterrupt
 
 
 def _interrupt_again(signum, frame) -> None:
-    """A second SIGINT / SIGTERM while shutting down: exit now."""
-    print("selfi_node: interrupted again during shutdown: exiting now", file=sys.stderr, flush=True)
-    os._exit(130)
+    """A further SIGINT / SIGTERM while shutting down: ignored (the shutdown is bounded: the worker join, the
+    optional save). ``ros2 launch`` forwards Ctrl-C to a node that the terminal already signalled, then
+    escalates to SIGTERM and SIGKILL; exiting at the second signal would skip ``save_on_shutdown``."""
+    print("selfi_node: already shutting down (the engine worker stops, then the node)", file=sys.stderr, flush=True)
 
 
 def node_command(params: Optional[dict] = None, params_file: Optional[str] = None,
