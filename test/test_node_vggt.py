@@ -145,7 +145,9 @@ def test_vggt_node_on_sample_bag_random_weights_flagged_everywhere(tmp_path):
         cams = json.loads((save_dir / "cameras.json").read_text())
         assert cams["random_weights"] is True
         kinds = [f["kind"] for f in cams["frames"]]
-        assert kinds.count("query") >= 20 and kinds.count("anchor") >= 8, kinds
+        # >= 2 windows of 4 anchors sharing 2: >= 6 distinct anchor frames (revisits of stored windows may
+        # replace further windows, so the count is not larger in general)
+        assert kinds.count("query") >= 20 and kinds.count("anchor") >= 6, kinds
         assert len({f["window_id"] for f in cams["frames"]}) >= 2
         tum = (save_dir / "trajectory.tum").read_text()
         assert tum.startswith("# selfi_ros vggt: outputs come from a RANDOMLY INITIALISED model")

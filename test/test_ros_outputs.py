@@ -176,3 +176,40 @@ def test_transform_points_matches_the_homogeneous_product():
     expected = (np.c_[p.astype(np.float64), np.ones(50)] @ T.T)[:, :3]
     out = transform_points(T, p)
     assert out.dtype == np.float32 and np.allclose(out, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_loop_correction_rebuilds_the_path_from_the_corrected_trajectory():
+    """A loop closure moves earlier poses: ~/path is replaced by the corrected trajectory (re-expressed in the
+    ROS map frame, child = body when known, the last max_length poses), the map cloud is marked changed."""
+    import types
+
+    from selfi_ros.ros.outputs import NodeOutputs
+
+    t = [0.0]
+    pub = FakePub()
+    path = PathPublisher(pub, "map", max_length=3, min_period_s=0.0, clock=lambda: t[0])
+    for i in range(5):
+        path.add(cv.pose_stamped(np.eye(4), "map", i), i)
+    marked = []
+    A = np.eye(4)
+    A[:3, 3] = [1.0, 2.0, 3.0]  # the ROS map anchor (engine frame -> map)
+    T_body_cam = np.eye(4)
+    T_body_cam[:3, 3] = [0.0, 0.0, 0.5]
+    fake = types.SimpleNamespace(
+        cfg=types.SimpleNamespace(base_frame="base_link", map_frame="map", odom_frame="odom"),
+        plan=types.SimpleNamespace(body=lambda cam: ("base_link", T_body_cam), T_map_engine=A),
+        path=path, map=types.SimpleNamespace(mark_changed=lambda: marked.append(1)))
+    corrected = []
+    for i in range(5):
+        T = np.eye(4)
+        T[:3, 3] = [0.1 * i, 0.0, 0.0]
+        corrected.append(PoseEstimate(stamp_ns=4 - i, T_map_cam=T))  # out of order on purpose
+    NodeOutputs.replace_path(fake, corrected, "map_to_base_link", "camera")
+    assert marked == [1] and path.maybe_publish()
+    msg = pub.sent[-1]
+    assert [cv.stamp_to_ns(p.header.stamp) for p in msg.poses] == [2, 3, 4]  # newest 3, in stamp order
+    for p in msg.poses:
+        s = cv.stamp_to_ns(p.header.stamp)
+        x = 0.1 * (4 - s)
+        expect = A @ np.array([[1, 0, 0, x], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]) @ np.linalg.inv(T_body_cam)
+        np.testing.assert_allclose(cv.pose_to_matrix(p.pose), expect, rtol=0, atol=1e-9)

@@ -364,6 +364,12 @@ class SelfiNode:
                 if recv is not None:
                     self.counters.latency_ms = (time.monotonic() - recv) * 1000.0
             self._last_stamp_out = last
+        if out.map_corrected:  # a loop closure moved earlier windows: ~/path and ~/map_cloud follow
+            self.outputs.replace_path(self.engine.trajectory(), self.outputs.tf_mode(
+                self.camera_frame, self._start_wall, self.log), self.camera_frame)
+            self.outputs.map.maybe_publish(self._last_stamp_out)
+            self.log.info(f"loop closure: map corrected, ~/path and ~/map_cloud republished "
+                          f"[{self.engine.status().loop_closures} closures]")
         if out.window is not None:
             stamp = int(out.window.stamps_ns[-1]) if len(out.window.stamps_ns) else self._last_stamp_out
             self.outputs.publish_window(out.window_points, out.window_colors, stamp)

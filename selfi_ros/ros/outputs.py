@@ -308,6 +308,15 @@ class PathPublisher:
                  for m in self._poses), maxlen=self._poses.maxlen)
             self._new += 1
 
+    def replace(self, messages: Sequence) -> None:
+        """Replace every kept pose by ``messages`` (``PoseStamped`` in stamp order; the last ``max_length``
+        kept): a loop closure corrected the whole trajectory. Published with the next rule check."""
+        with self._lock:
+            self._poses = collections.deque(messages, maxlen=self._poses.maxlen)
+            if self._poses:
+                self._last_stamp = max(self._last_stamp, cv.stamp_to_ns(self._poses[-1].header.stamp))
+            self._new += 1
+
     def clear(self) -> None:
         """Forget every pose (``~/reset``)."""
         with self._lock:
@@ -446,6 +455,25 @@ class NodeOutputs:
             elif self.pub_tf is not None:
                 self.pub_tf.publish(cv.tf_message(transforms))
         return missing
+
+    def replace_path(self, poses: Sequence[PoseEstimate], mode: str, camera_frame: str) -> None:
+        """A loop closure moved earlier poses: ``~/path`` is rebuilt from ``poses`` (the engine's corrected
+        trajectory, engine frame, output units) with the child frame of ``mode`` (as :meth:`publish_poses`),
+        and ``~/map_cloud`` is marked changed. No /tf is sent for past stamps: the ``map`` frame jumps with the
+        next pose (REP-105: ``map`` may jump, ``odom`` stays continuous)."""
+        c = self.cfg
+        body = self.plan.body(camera_frame)
+        body_frame, T_body_cam = body if body is not None else (c.base_frame, None)
+        A = self.plan.T_map_engine
+        keep = sorted(poses, key=lambda p: p.stamp_ns)[-self.path._poses.maxlen:]
+        messages = []
+        for pose in keep:
+            in_map = dataclasses.replace(pose, T_map_cam=A @ np.asarray(pose.T_map_cam, dtype=np.float64))
+            _, T_child, _, _ = pose_transforms(in_map, mode, T_body_cam, c.map_frame, camera_frame, body_frame,
+                                               c.odom_frame, None)
+            messages.append(cv.pose_stamped(T_child, c.map_frame, pose.stamp_ns))
+        self.path.replace(messages)
+        self.map.mark_changed()
 
     def publish_window(self, points: Optional[np.ndarray], colors: Optional[np.ndarray], stamp_ns: int) -> None:
         """``~/window_cloud`` (when enabled and subscribed): engine-frame points, published in the map frame."""
