@@ -303,6 +303,10 @@ def run_demo(bag: str = TUM_SAMPLE_BAG, out_dir: str = "out/demo", gt: Optional[
         "frames_dropped": st.get("frames_dropped"),
         "frames_dropped_queue_full": _int_or_none(diag.get("count_queue_full", 0 if diag else None)),
         "frames_skipped_under_load": st.get("frames_skipped"),
+        # input drops (ros.input): an image older than the last accepted one, or one of too many waiting
+        # for a CameraInfo
+        "frames_dropped_out_of_order": _int_or_none(sum(int(diag.get(f"count_{r}", 0)) for r in (
+            "stamp_out_of_order", "stamp_repeated", "camera_info_wait_overflow")) if diag else None),
         "window_failures": st.get("window_failures"),
         "window_recoveries": st.get("window_recoveries"),
         "map_segments": st.get("map_segments"),
@@ -359,8 +363,8 @@ def format_summary(s: dict) -> str:
     lines = [
         f"frames in: {s['frames_in']} of {s['images_in_bag']} played (dropped by the node: {s['frames_dropped']} = "
         f"queue full {s.get('frames_dropped_queue_full')} + not localized under load "
-        f"{s.get('frames_skipped_under_load')}; rejected: {s['frames_rejected']}, lost in transport: "
-        f"{s['frames_lost_in_transport']})",
+        f"{s.get('frames_skipped_under_load')} + out of order {s.get('frames_dropped_out_of_order')}; rejected: "
+        f"{s['frames_rejected']}, lost in transport: {s['frames_lost_in_transport']})",
         f"keyframes: {s['keyframes']}, windows: {s['windows']} (failed attempts {s.get('window_failures')}, "
         f"recovered {s.get('window_recoveries')}, map discontinuities {s.get('map_segments')}), "
         f"poses on /tf: {s['poses_received']}, map points: {s['map_points']}",
