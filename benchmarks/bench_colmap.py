@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-DEFAULT_DATA = "/work/shared/data/tum_fr1_rpy"
+DEFAULT_DATA = os.environ.get("SELFI_TUM_FR1_RPY", "/work/shared/data/tum_fr1_rpy")  # exits 77 when absent
 SKIP = 77
 
 

@@ -5,9 +5,10 @@ HKUST-SAIL/SAIL-Recon) with classic structure-from-motion (Schoenberger & Frahm,
 Revisited", CVPR 2016, as packaged by COLMAP / pycolmap 4.2):
 
 * :meth:`ColmapBackend.reconstruct_window`: each anchor's SIFT comes from the backend's feature cache
-  (:mod:`selfi_ros.backends.colmap_features`: extracted once per keyframe, from memory); each anchor is
-  matched with its ``pairs_per_keyframe`` successors only (a pair shared with the previous window is not
-  matched again); keypoints, descriptors and verified two-view geometries go into an *in-memory* COLMAP
+  (:mod:`selfi_ros.backends.colmap_features`: extracted once per keyframe, from memory; without SIFT's
+  upsampled octave above ``upsample_max_side_px``); each anchor is matched with its ``pairs_per_keyframe``
+  successors only (verified pairs are cached, so a pair shared with the previous window is not matched
+  again); keypoints, descriptors and verified two-view geometries go into an *in-memory* COLMAP
   database (``pycolmap.Database.open(":memory:")``: nothing is written to disk). When the window shares
   >= 2 anchors with the previous window's model (``grow_windows``), that model restricted to the shared
   anchors (their poses, fixed, and the 3D points they observe) seeds COLMAP's incremental pipeline, which
@@ -16,7 +17,8 @@ Revisited", CVPR 2016, as packaged by COLMAP / pycolmap 4.2):
   from scratch by the same pipeline. With known intrinsics (every anchor has ``Frame.K``) a single PINHOLE
   camera with fixed K is used; otherwise one SIMPLE_RADIAL camera is estimated. The result is expressed
   in the frame of the first registered anchor (its extrinsics are identity) and scaled so that the median
-  depth of the sparse points in that camera is 1 (the engine chains windows with Sim(3)).
+  depth of the sparse points in that camera is 1 (the engine chains windows with Sim(3)). An anchor the
+  mapper leaves out is tracked from the nearest registered anchor (KLT + PnP), else SIFT-localized.
 * :meth:`ColmapBackend.localize`: a frame is tracked (:mod:`selfi_ros.backends.colmap_tracking`: KLT of the
   window points' 2D positions from the nearest posed image, then PnP RANSAC) and, when tracking is lost,
   localized by SIFT matching against the window's descriptors (:func:`~selfi_ros.backends.colmap_memory.
