@@ -95,6 +95,29 @@ def test_wait_latest_timeout_and_overflow():
     assert [e.frame.stamp_ns for e in fi.finish() if e.kind == "frame"] == [(302 + i) * MS for i in range(4)]
 
 
+def test_a_lost_camera_info_never_makes_its_image_overtaken():
+    """Images are released in stamp order: image 100 ms waits (its CameraInfo was lost), image 200 ms arrives
+    with its CameraInfo; 100 ms goes first with the latest CameraInfo instead of arriving later as out of
+    order (or, 1 s later under load, as a time jump that would start a new map)."""
+    fi = FrameInput(InputConfig(camera_info_wait_s=0.5, time_jump_threshold_s=1.0))
+    _, ci0 = pair(0)
+    fi.add_camera_info(ci0, 0.0)
+    im1, _ = pair(100 * MS)  # its CameraInfo never comes
+    assert fi.add_image(im1, 0.1) == [] and fi.waiting == 1
+    im2, ci2 = pair(200 * MS)
+    fi.add_camera_info(ci2, 0.2)  # matches nothing waiting: nothing released yet
+    ev = fi.add_image(im2, 0.2)
+    assert kinds(ev) == [("note", "camera_info_unsynced"), ("frame", "latest"), ("frame", "synced")]
+    assert [e.frame.stamp_ns for e in ev if e.kind == "frame"] == [100 * MS, 200 * MS] and fi.waiting == 0
+    # a CameraInfo releasing a newer waiting image releases the older waiting ones first, in stamp order
+    im3, _ = pair(300 * MS)
+    im4, ci4 = pair(400 * MS)
+    assert fi.add_image(im4, 0.3) == [] and fi.add_image(im3, 0.3) == [] and fi.waiting == 2
+    ev = fi.add_camera_info(ci4, 0.31)
+    assert [e.frame.stamp_ns for e in ev if e.kind == "frame"] == [300 * MS, 400 * MS]
+    assert "dropped" not in [e.kind for e in ev] and fi.waiting == 0
+
+
 def test_fixed_intrinsics_without_pairing():
     fi = FrameInput(InputConfig(use_camera_info=False, fixed_K=K, camera_frame="optical"))
     ev = fi.add_image(pair(1)[0], 0.0)

@@ -10,6 +10,8 @@ and returns :class:`InputEvent` s - accepted frames, rejections and drops with t
   (approximate time synchronisation, as ``message_filters.ApproximateTimeSynchronizer`` with one slop;
   ROS 2 ``message_filters`` package, ``ApproximateTimeSynchronizer``), from the last 50 CameraInfos;
 * wait: an image without a match waits; when a CameraInfo matching it arrives it is released (``synced``);
+  images are released in stamp order: before an image goes, every older waiting image goes with its match
+  or the latest CameraInfo, so that a lost CameraInfo never makes its image arrive after newer ones;
   after ``camera_info_wait_s`` it is released with the latest CameraInfo (``latest``, counted
   ``camera_info_unsynced``); when no CameraInfo at all arrived ``camera_info_timeout_s`` after the first
   image it is released with K unknown (``none``, counted ``no_camera_info``); more than
@@ -174,7 +176,7 @@ class FrameInput:
             out = self.flush(now_s)
             info = self._match(p.stamp_ns)
             if info is not None:
-                return out + self._release(p, info, "synced")
+                return out + self._release_older(p.stamp_ns) + self._release(p, info, "synced")
             self._pending.append(p)
             while len(self._pending) > max(2 * self.config.qos_depth, 4):
                 old = self._pending.popleft()
@@ -198,14 +200,9 @@ class FrameInput:
                 except UnsupportedCameraModel as e:
                     info.unsupported = f"CameraInfo {e}: set rectify:=false if the images are already rectified"
             self._infos.append(info)
-            still: collections.deque = collections.deque()
-            for p in self._pending:
-                m = self._match(p.stamp_ns)
-                if m is not None:
-                    out.extend(self._release(p, m, "synced"))
-                else:
-                    still.append(p)
-            self._pending = still
+            matched = [p.stamp_ns for p in self._pending if self._match(p.stamp_ns) is not None]
+            if matched:  # in stamp order: images older than a matched one go first (synced or the latest)
+                out.extend(self._release_older(max(matched) + 1))
             return out
 
     def flush(self, now_s: float) -> list[InputEvent]:
@@ -232,6 +229,26 @@ class FrameInput:
         with self._lock:
             self._last_accepted = None
             self._size, self._new_size, self._new_size_count = None, None, 0
+
+    def _release_older(self, stamp_ns: int) -> list[InputEvent]:
+        """Release every waiting image stamped before ``stamp_ns``, in stamp order, each with its matching
+        CameraInfo (``synced``) or else the latest one (``latest``): an image about to be released must not
+        overtake older waiting ones, which would then be out of order (and, far enough back, a time jump)."""
+        out: list[InputEvent] = []
+        older = sorted((p for p in self._pending if p.stamp_ns < stamp_ns), key=lambda p: p.stamp_ns)
+        if not older:
+            return out
+        self._pending = collections.deque(p for p in self._pending if p.stamp_ns >= stamp_ns)
+        for p in older:
+            m = self._match(p.stamp_ns)
+            if m is not None:
+                out.extend(self._release(p, m, "synced"))
+            elif self._infos:
+                out.extend(self._release(p, self._infos[-1], "latest"))
+            else:
+                out.append(InputEvent("dropped", "camera_info_wait_overflow",
+                                      f"image {p.stamp_ns} had no CameraInfo when a newer image was released"))
+        return out
 
     @property
     def waiting(self) -> int:
