@@ -370,3 +370,21 @@ def test_make_sample_tum_round_trip(tmp_path, tum_messages, compressed):
         assert np.abs(f.image.astype(float) - raw.astype(float)).mean() > 5.0
     with pytest.raises(SystemExit, match="no image"):
         main(["make-sample", "--tum", str(src), "--out", str(bag), "--start-s", "100"])
+
+
+def test_readme_sections_are_replaced_one_at_a_time(tmp_path):
+    """make-sample rewrites only its own sample's section of data/sample/README.md; a README without
+    sections starts afresh with the header; the committed README has both samples' sections."""
+    from selfi_ros.apps.make_sample import README_HEADER, update_readme
+
+    (tmp_path / "README.md").write_text("# old single-sample README\n")
+    update_readme(str(tmp_path), "woodbox", "## W\nfirst")
+    update_readme(str(tmp_path), "tum_fr1_rpy", "## T\nreal")
+    update_readme(str(tmp_path), "woodbox", "## W\nsecond")
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith(README_HEADER) and "old single-sample" not in text
+    assert "second" in text and "first" not in text and "## T\nreal" in text
+    assert text.index("sample:woodbox:begin") < text.index("sample:tum_fr1_rpy:begin")
+    committed = open(os.path.join(SAMPLE_DIR, "README.md")).read()
+    for key in ("woodbox", "tum_fr1_rpy"):
+        assert f"<!-- sample:{key}:begin -->" in committed and f"<!-- sample:{key}:end -->" in committed
