@@ -295,3 +295,19 @@ def test_large_keyframes_skip_the_upsampled_octave():
     assert b._anchor_octave(small) == -1 and b._anchor_octave(large) == 0
     assert ColmapBackend(upsample_max_side_px=0)._anchor_octave(large) == -1
     assert ColmapBackend(anchor_first_octave=1)._anchor_octave(large) == 1
+
+
+def test_parallel_extraction_equals_sequential(sample):
+    """get_many's thread pool (one extractor per thread) gives the features one thread gives, counted once."""
+    from selfi_ros.backends.colmap_features import FeatureCache
+
+    frames, _ = sample
+    par = FeatureCache(2048, 640, 0.004, 2, 16)
+    seq = FeatureCache(2048, 640, 0.004, 1, 16)
+    a = par.get_many(frames[:3], [-1, -1, 0])
+    b = [seq.get(f, o) for f, o in zip(frames[:3], [-1, -1, 0])]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.descriptors, y.descriptors)
+        np.testing.assert_allclose(x.keypoints, y.keypoints, rtol=1e-6)
+    assert par.extractions == 3 and par.get_many(frames[:3], [-1, -1, 0])[2] is a[2] and par.extractions == 3
+    par.close()

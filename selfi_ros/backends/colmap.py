@@ -159,7 +159,7 @@ class ColmapBackend(BackendBase):
             raise BackendError(f"colmap: anchors of one window must share an image size, got {sorted(sizes)}")
         t0 = time.perf_counter()
         try:
-            feats = [self.features.get(f, self._anchor_octave(f)) for f in anchors]
+            feats = self.features.get_many(anchors, [self._anchor_octave(f) for f in anchors])
             seed_ids = self._shared_with_previous(anchors)
             plans = ([seed_ids] if self.config.grow_windows and len(seed_ids) >= 2 else []) + [{}]
             for plan in plans:  # grow the previous model; if that fails (or is not possible), from scratch
@@ -475,6 +475,10 @@ class ColmapBackend(BackendBase):
         """``memory_bytes``: the current window memory plus the feature cache."""
         mem = self._memory.nbytes() if self._memory is not None else 0
         return BackendStatus(memory_bytes=int(mem + self.features.nbytes()))
+
+    def close(self) -> None:
+        """Stop the SIFT extraction threads."""
+        self.features.close()
 
     def reset(self) -> None:
         """Drop the scene memory, the previous model, the tracks and the caches (the VLAD vocabulary stays)."""
