@@ -95,6 +95,10 @@ BENCHMARKS = [
               ("--out", "{out}"), "colmap_cpu.md",
               "issue 11: colmap backend on TUM fr1_rpy vs pycolmap on all frames (wall time / video, ATE)",
               needs=("pycolmap", "cv2", "evo", "yaml"), timeout_quick_s=1200.0),  # no sequence: exits 77 (skipped)
+    Benchmark("loop_closure", "bench_loop_closure.py", ("--no-baseline", "--out", "{out}"), ("--out", "{out}"),
+              "loop_closure_cpu.md", "issue 10: colmap backend on a rendered 2-lap loop (loops, ATE vs pycolmap), "
+              "map reuse in localization-only mode, false loops (render + TUM)",
+              needs=("pycolmap", "cv2", "evo"), timeout_quick_s=1200.0),  # no povray: exits 77 (skipped)
     Benchmark("official_numerics", "compare_official.py",
               ("--official", "{official}", "numerics", "--size", "reduced", "--device", "{device}", "--json", "{out}"),
               ("--official", "{official}", "numerics", "--size", "full", "--frames", "2", "--hw", "126", "168",
