@@ -102,6 +102,30 @@ def test_verify_loop_accepts_true_geometry_and_rejects_wrong_geometry():
     assert verify_loop(_observations(M, rng, noise=0.002), 3, predicted=drifted, path_length=5.0, scale_ref=2.0).accepted
 
 
+def test_verify_loop_waits_on_clustered_keyframes_and_groups_keep_the_best_observation():
+    from selfi_ros.engine.loop_closure import LoopDetector
+
+    rng = np.random.default_rng(1)
+    M = Sim3(1.7, Rotation.from_rotvec([0.2, 1.0, -0.1]).as_matrix(), [0.5, -2.0, 1.0])
+    obs = _observations(M, rng, noise=0.002)
+    # keyframes 1000x closer together than the scene depth: their centres' scale is noise (it may even come
+    # out negative); the check waits for more keyframes instead of rejecting (or accepting) the loop
+    tight = [LoopObservation(o.stamp_ns, o.T_cand_cam.copy(), o.T_cur_cam.copy(), o.inliers) for o in obs]
+    c0 = tight[0].T_cand_cam[:3, 3].copy()
+    for o in tight:
+        o.T_cand_cam[:3, 3] = c0 + 1e-3 * (o.T_cand_cam[:3, 3] - c0) + rng.normal(0, 0.01, 3)
+    chk = verify_loop(tight, 3, scale_ref=2.0, min_spread=0.1)
+    assert chk.wait and not chk.accepted
+    assert verify_loop(obs, 3, scale_ref=2.0, min_spread=0.1).accepted
+    # one observation per keyframe in a group: the one with the most inliers, whatever the order
+    det = LoopDetector(3)
+    weak = LoopObservation(obs[0].stamp_ns, np.eye(4), obs[0].T_cur_cam, 20, window_id=7)
+    det.add(0, 5, obs[0])
+    group = det.add(0, 5, weak)
+    assert len(group) == 1 and group[0].inliers == 100
+    assert det.reference(0, {4, 5, 6}) == 5 and det.reference(0, {6}) is None and det.reference(1, {5}) is None
+
+
 def _run_laps(be, frames, scene, laps, cfg=None, corrections=None):
     eng = Engine(be, EngineConfig(**(cfg or CFG)))
     figs = []

@@ -7,7 +7,11 @@ localized against each (``Backend.localize_in``). A localization with at least `
 correspondences (a backend without correspondences: confidence >= ``min_localization_confidence``,
 :func:`supported`) is a *loop hypothesis* (``loop_candidates``): the keyframe's pose in the candidate window
 and in the current one. The hypothesis is completed at once with the previous keyframes posed in the
-current window (localized against the candidate in one call) and with later keyframes' hypotheses.
+current window (localized against the candidate in one call) and with later keyframes' hypotheses,
+also those found in other old windows of the candidate's neighbourhood (at most :data:`GROUP_HOPS`
+pose-graph hops from the group's reference window, each moved into the reference window's frame through
+the two windows' pose-graph Sim(3)s): with sparse views (e.g. 10 degrees apart) a revisiting camera sees
+each old window in one or two keyframes only, never in ``loop_min_keyframes`` of them.
 
 Verification (:func:`verify_loop`), before anything enters the graph (a false loop bends the whole map):
 1. agreement: ``loop_min_keyframes`` (>= 2) distinct keyframes of the same window pair; one Sim(3)
@@ -31,191 +35,26 @@ several keyframes, then an essential-graph optimisation); the test against the p
 """
 from __future__ import annotations
 
-import collections
 import logging
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
-from selfi_ros.geometry.se3 import invert_transform
 from selfi_ros.geometry.sim3 import Sim3
-from selfi_ros.engine.chaining import ChainingError, SharedFrame, fit_from_poses
 from selfi_ros.engine.keyframes import Keyframe
+from selfi_ros.engine.loop_verify import (LoopCheck, LoopDetector, LoopObservation, localized_pose,
+                                          support, supported, verify_loop)
 from selfi_ros.engine.types import LocalizationResult
 
 log = logging.getLogger("selfi_ros.engine")
 
+#: re-exported from :mod:`selfi_ros.engine.loop_verify` (their home before the split)
+__all__ = ["GROUP_HOPS", "LoopCheck", "LoopClosure", "LoopDetector", "LoopObservation", "localized_pose", "support",
+           "supported", "verify_loop"]
 
-@dataclass
-class LoopObservation:
-    """One keyframe seen in two windows.
-
-    Attributes:
-        stamp_ns: the keyframe's stamp.
-        T_cand_cam: (4, 4) rigid camera-to-candidate-window pose (candidate window units).
-        T_cur_cam: (4, 4) rigid camera pose on the current side: in the map frame of the current window's
-            segment (map units), so that keyframes of successive windows form one group.
-        inliers: correspondences behind ``T_cand_cam``.
-    """
-
-    stamp_ns: int
-    T_cand_cam: np.ndarray
-    T_cur_cam: np.ndarray
-    inliers: int = 0
-
-
-@dataclass
-class LoopCheck:
-    """Outcome of :func:`verify_loop`.
-
-    Attributes:
-        accepted: the loop passed every test.
-        T_cand_cur: the fitted Sim(3) current window -> candidate window (None when no fit).
-        reason: why it was rejected ("" when accepted).
-        residual_ratio: RMS centre residual / the reference length (scene depth or keyframe spread).
-        rotation_deg: mean rotation residual (deg).
-        correction_ratio: mean centre correction / path length (NaN without a prediction).
-        correction_deg: rotation of the correction (deg, NaN without a prediction).
-        sigmas: (rotation rad, translation, log scale) standard deviations of the fit, from its residuals
-            (for the loop edge's weight in the pose graph).
-        wait: not rejected, not accepted: the keyframes are too close together for a well-conditioned
-            Sim(3) (spread below ``min_spread`` x the reference length); more keyframes are needed.
-    """
-
-    accepted: bool
-    T_cand_cur: Optional[Sim3]
-    reason: str = ""
-    residual_ratio: float = float("nan")
-    rotation_deg: float = float("nan")
-    correction_ratio: float = float("nan")
-    correction_deg: float = float("nan")
-    sigmas: Optional[tuple] = None
-    wait: bool = False
-
-
-def _angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-
-
-def verify_loop(observations: Sequence[LoopObservation], min_keyframes: int = 3, max_residual: float = 0.05,
-                max_rotation_deg: float = 2.0, predicted: Optional[Sim3] = None, path_length: float = 0.0,
-                max_correction: float = 0.3, max_correction_deg: float = 30.0, scale_ref: float = 0.0,
-                min_spread: float = 0.0) -> LoopCheck:
-    """Geometric verification of a loop hypothesis (module docstring, tests 1 and 2).
-
-    Args:
-        observations: keyframes of one (current, candidate) window pair; one per stamp is used (the last).
-        min_keyframes: distinct keyframes needed (>= 2).
-        max_residual, max_rotation_deg: agreement bounds (ratio to the centres' spread; deg).
-        predicted: the current estimate of ``T_cand_cur`` (None: windows of different segments).
-        path_length: path length between the two windows in candidate-window units.
-        max_correction, max_correction_deg: plausibility bounds of the correction.
-        scale_ref: reference length of the residual test (candidate-window units, e.g. the scene depth);
-            the keyframes' spread when larger.
-        min_spread: RMS spread of the keyframe centres needed, as a fraction of ``scale_ref`` (below it the
-            Sim(3)'s scale is ill-conditioned: ``wait``).
-    """
-    by_stamp = {int(o.stamp_ns): o for o in observations}
-    obs = list(by_stamp.values())
-    if len(obs) < max(2, int(min_keyframes)):
-        return LoopCheck(False, None, f"{len(obs)} keyframes, need {max(2, int(min_keyframes))}")
-    shared = [SharedFrame(np.asarray(o.T_cand_cam, np.float64), np.asarray(o.T_cur_cam, np.float64), 1.0) for o in obs]
-    try:
-        M = fit_from_poses(shared)
-    except ChainingError as e:
-        return LoopCheck(False, None, f"no Sim(3) fit: {e}")
-    cc = np.array([o.T_cand_cam[:3, 3] for o in obs], np.float64)
-    cw = M.apply(np.array([o.T_cur_cam[:3, 3] for o in obs], np.float64))
-    spread = float(np.sqrt(((cc - cc.mean(0)) ** 2).sum(1).mean()))
-    res = float(np.sqrt(((cw - cc) ** 2).sum(1).mean()))
-    if spread < float(min_spread) * float(scale_ref):
-        return LoopCheck(False, None, f"keyframe spread {spread:.3g} below {min_spread} x {scale_ref:.3g}", wait=True)
-    ratio = res / max(spread, float(scale_ref), 1e-12)
-    rot = float(np.mean([_angle_deg((M.R @ o.T_cur_cam[:3, :3]).T @ o.T_cand_cam[:3, :3]) for o in obs]))
-    chk = LoopCheck(False, M, "", ratio, rot)
-    if not (ratio <= max_residual and rot <= max_rotation_deg):
-        chk.reason = (f"keyframes disagree: centre residual {ratio:.3g} x depth (max {max_residual}), rotation "
-                      f"{rot:.3g} deg (max {max_rotation_deg})")
-        return chk
-    if predicted is not None:
-        cp = predicted.apply(np.array([o.T_cur_cam[:3, 3] for o in obs], np.float64))
-        corr = float(np.linalg.norm(cw - cp, axis=1).mean())
-        E = M @ predicted.inverse()
-        chk.correction_ratio = corr / max(path_length, spread, 1e-12)
-        chk.correction_deg = _angle_deg(E.R)
-        ds = abs(float(np.log(E.s)))
-        if not (chk.correction_ratio <= max_correction and chk.correction_deg <= max_correction_deg
-                and ds <= np.log1p(max_correction)):
-            chk.reason = (f"implausible correction: centres move {chk.correction_ratio:.3g} x path length (max "
-                          f"{max_correction}), rotation {chk.correction_deg:.3g} deg (max {max_correction_deg}), "
-                          f"scale x{E.s:.3g}")
-            return chk
-    # standard deviations of the fit from its residuals, conservatively: a residual of few keyframes
-    # underestimates the noise (7 parameters fitted), and the scale of a centre fit is only as good as
-    # the centres' noise over their spread
-    inflate = 3.0 * np.sqrt(3.0 * len(obs) / max(1.0, 3.0 * len(obs) - 7.0))
-    chk.sigmas = (inflate * np.radians(rot), inflate * res, inflate * res / max(spread, 1e-12))
-    chk.accepted = True
-    return chk
-
-
-class LoopDetector:
-    """Loop hypotheses grouped by (current map segment, candidate window), bounded: at most ``4 * min_keyframes``
-    per pair (newest kept) and pairs not extended during the last ``max_age`` keyframes are dropped."""
-
-    def __init__(self, min_keyframes: int = 3, max_age: int = 10) -> None:
-        self.min_keyframes = max(2, int(min_keyframes))
-        self.max_age = int(max_age)
-        self.clear()
-
-    def clear(self) -> None:
-        self._groups: dict[tuple[int, int], collections.deque] = {}
-        self._last: dict[tuple[int, int], int] = {}
-        self._tick = 0
-
-    def tick(self) -> None:
-        """One keyframe passed: drop stale pairs."""
-        self._tick += 1
-        for k in [k for k, t in self._last.items() if self._tick - t > self.max_age]:
-            self._groups.pop(k, None)
-            self._last.pop(k, None)
-
-    def add(self, cur: int, cand: int, obs: LoopObservation) -> list[LoopObservation]:
-        """Add a hypothesis; returns the pair's group (one per stamp, time order)."""
-        key = (int(cur), int(cand))
-        g = self._groups.setdefault(key, collections.deque(maxlen=4 * self.min_keyframes))
-        g.append(obs)
-        self._last[key] = self._tick
-        return list({o.stamp_ns: o for o in g}.values())
-
-    def discard(self, cur: int, cand: int) -> None:
-        self._groups.pop((int(cur), int(cand)), None)
-        self._last.pop((int(cur), int(cand)), None)
-
-
-def supported(r: LocalizationResult, min_inliers: int, min_confidence: float) -> bool:
-    """Whether a successful localization is trusted for a loop, a revisit or a relocalization: at least
-    ``min_inliers`` correspondences; a backend without correspondences (``inliers`` 0, see
-    :class:`~selfi_ros.engine.types.LocalizationResult`) by its confidence (>= ``min_confidence``) instead."""
-    if int(r.inliers) > 0:
-        return int(r.inliers) >= int(min_inliers)
-    return bool(r.confidence >= min_confidence)
-
-
-def support(r: LocalizationResult) -> tuple:
-    """Sort key of competing localizations: more correspondences, then more confidence."""
-    return (int(r.inliers), float(r.confidence))
-
-
-def localized_pose(r: LocalizationResult) -> Optional[np.ndarray]:
-    """(4, 4) camera-to-window pose of a successful localization, None for a failed or non-finite one."""
-    if not isinstance(r, LocalizationResult) or r.extrinsics is None:
-        return None
-    E = np.asarray(r.extrinsics, np.float64)
-    if not np.all(np.isfinite(E)):
-        return None
-    return invert_transform(E)
+#: pose-graph hops between a hypothesis's candidate window and the reference window of the group it joins
+#: (neighbouring old windows are chained with little drift between them; the verification is unchanged)
+GROUP_HOPS = 2
 
 
 class LoopClosure:
@@ -350,17 +189,37 @@ class LoopClosure:
             if T is None or not supported(r, c.loop_min_inliers, c.min_localization_confidence):
                 continue
             st.loop_candidates += 1
-            group = self._loops.add(seg, wid, LoopObservation(kf.stamp_ns, T, kf.T_map_cam.copy(), int(r.inliers)))
+            ref = self._loops.reference(seg, self.graph.neighbours_within(wid, GROUP_HOPS) - {wid})
+            if ref is None or ref in exclude:
+                ref = wid
+            obs = LoopObservation(kf.stamp_ns, T, kf.T_map_cam.copy(), int(r.inliers), -1 if ref == wid else wid)
+            group = self._loops.add(seg, ref, obs)
             if len(group) < self._loops.min_keyframes:
-                group = self._more_observations(seg, wid, group)
-            if self._verify_and_close(cur, wid, group, kf, out) == "closed":
+                group = self._more_observations(seg, ref, group, wid)
+            if self._verify_and_close(cur, ref, group, kf, out) == "closed":
                 return
+
+    def _in_reference(self, ref: int, group: list) -> list:
+        """The group's observations with ``T_cand_cam`` in window ``ref``'s frame (those of other old
+        windows moved through the pose-graph Sim(3)s ``S_ref^-1 S_w``); ones of windows no longer in the
+        graph are dropped."""
+        out = []
+        for o in group:
+            if o.window_id < 0 or o.window_id == ref:
+                out.append(o)
+            elif o.window_id in self.graph.nodes and ref in self.graph.nodes:
+                M = self.graph.nodes[ref].inverse() @ self.graph.nodes[o.window_id]
+                out.append(LoopObservation(o.stamp_ns, M.transform_pose(o.T_cand_cam), o.T_cur_cam, o.inliers))
+        return out
 
     def _verify_and_close(self, cur: int, cand: int, group: list, kf: Keyframe, out) -> str:
         """Verify a hypothesis group (keyframes posed in window ``cand`` and in the map frame of ``cur``'s
         segment) and close the loop between ``cand`` and ``cur`` when it passes. Returns "few" (not enough
         keyframes yet), "wait" (keyframes too close together), "rejected" or "closed"."""
         c = self.config
+        group = self._in_reference(cand, group)
+        if int(cand) == int(cur):  # a window against itself is no loop (it would add a self-edge)
+            return "few"
         if len(group) < self._loops.min_keyframes:
             return "few"
         comp = self.graph.components()
@@ -386,6 +245,9 @@ class LoopClosure:
         one), keyframes are also localized in that frontier window: each gives a loop hypothesis between the
         two, verified and closed as any other (the revisit alone would leave the drift between them)."""
         F, O = self._frontier, self._window_id
+        if F == O:  # the revisits led back to the frontier window itself: no loop to measure (a self-edge)
+            self._frontier = None
+            return
         try:
             r = self.backend.localize([kf.frame])[0]
         except Exception as e:  # noqa: BLE001
@@ -406,9 +268,11 @@ class LoopClosure:
         if self._verify_and_close(F, O, group, kf, out) in ("closed", "rejected"):
             self._frontier = None
 
-    def _more_observations(self, seg: int, cand: int, group: list) -> list:
-        """Complete a loop hypothesis group with the most recent other keyframes posed in map segment
-        ``seg`` (still in the keyframe buffer), localized against ``cand`` in one call; returns the group."""
+    def _more_observations(self, seg: int, cand: int, group: list, window: int = -1) -> list:
+        """Complete a loop hypothesis group (reference window ``cand``) with the most recent other keyframes
+        posed in map segment ``seg`` (still in the keyframe buffer), localized against old window ``window``
+        (default: ``cand``) in one call; returns the group."""
+        window = cand if window < 0 else window
         have = {o.stamp_ns for o in group}
         need = self._loops.min_keyframes - len(group)
         comp = self.graph.components()
@@ -417,10 +281,11 @@ class LoopClosure:
         kfs = kfs[-(need + 2):]
         if not kfs:
             return group
-        for k, r in zip(kfs, self._localize_in(cand, [k.frame for k in kfs])):
+        for k, r in zip(kfs, self._localize_in(window, [k.frame for k in kfs])):
             T = localized_pose(r)
             if T is not None and supported(r, self.config.loop_min_inliers, self.config.min_localization_confidence):
-                group = self._loops.add(seg, cand, LoopObservation(k.stamp_ns, T, k.T_map_cam.copy(), int(r.inliers)))
+                group = self._loops.add(seg, cand, LoopObservation(k.stamp_ns, T, k.T_map_cam.copy(), int(r.inliers),
+                                                                   -1 if window == cand else window))
         return group
 
     def _scene_depth(self, wid: int, centres) -> float:

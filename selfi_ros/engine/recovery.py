@@ -39,6 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from selfi_ros.engine.backend import BackendError
+from selfi_ros.engine.integration import predict_pose
 from selfi_ros.engine.keyframes import Keyframe
 from selfi_ros.engine.loop_closure import localized_pose, support, supported
 from selfi_ros.engine.map_store import camera_mismatch
@@ -46,6 +47,12 @@ from selfi_ros.engine.types import Frame, LocalizationResult, PoseEstimate, Pose
 from selfi_ros.engine.windows import WindowPolicy
 
 log = logging.getLogger("selfi_ros.engine")
+
+#: a stored window is revisited only when the keyframe's pose in it, placed in the map, is within this
+#: fraction of the window's scene depth (camera centres) ...
+REVISIT_MAX_OFFSET = 0.1
+#: ... and this many degrees (viewing directions) of its pose from the current window
+REVISIT_MAX_DEG = 10.0
 
 #: stage index -> plan name
 MODES = ("overlap", "other_overlap", "fresh", "segment")
@@ -216,6 +223,8 @@ class Relocalization:
             T = localized_pose(r)
             if T is None or not supported(r, c.loop_min_inliers, 0.0) or not r.confidence >= c.min_localization_confidence:
                 continue
+            if not self._agrees_with_map(wid, T, kf.T_map_cam):
+                continue
             if best is None or support(r) > support(best[1]):
                 best = (wid, r, T)
         if best is None:
@@ -226,6 +235,27 @@ class Relocalization:
             self._frontier, self._frontier_misses = self._window_id, 0
         self._activate(wid, kf.stamp_ns)
         return self._pose_in_window(kf.frame, r, T, kf)
+
+    def _agrees_with_map(self, wid: int, T_win_cam: np.ndarray, T_map_pred: Optional[np.ndarray],
+                         slack: float = 1.0) -> bool:
+        """Whether a keyframe's pose in stored window ``wid`` (``T_win_cam``), placed in the map by the window's
+        pose-graph Sim(3), agrees with its pose from the current window (``T_map_pred``, map units; None: no
+        prediction, accepted): camera centres within :data:`REVISIT_MAX_OFFSET` x the window's scene depth
+        and viewing directions within :data:`REVISIT_MAX_DEG` (both times ``slack``). A revisit adds no correction, so a stored
+        window that disagrees (a wrong match, or drift a loop closure must remove first) is not revisited."""
+        if T_map_pred is None or int(wid) not in self.graph.nodes:
+            return True
+        S = self.graph.nodes[int(wid)]
+        T = S.transform_pose(T_win_cam)
+        depth = S.s * self._scene_depth(int(wid), [np.asarray(T_win_cam)[:3, 3]])
+        off = float(np.linalg.norm(T[:3, 3] - np.asarray(T_map_pred)[:3, 3]))
+        R = T[:3, :3].T @ np.asarray(T_map_pred)[:3, :3]
+        ang = float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+        ok = ang <= slack * REVISIT_MAX_DEG and (depth <= 0.0 or off <= slack * REVISIT_MAX_OFFSET * depth)
+        if not ok:
+            log.debug("no revisit of window %d: %.3g map units (%.3g x depth) and %.3g deg from the current pose",
+                      wid, off, off / depth if depth > 0 else float("nan"), ang)
+        return ok
 
     def _pose_in_window(self, frame, r: LocalizationResult, T_win_cam: np.ndarray, kf: Optional[Keyframe] = None):
         """Store the pose of ``frame`` localized against the current window (``T_win_cam``); updates its
@@ -267,6 +297,10 @@ class Relocalization:
         if best is None:
             return None
         wid, r, T = best
+        # the camera moved on from a known place: the next stored window must agree with the motion so far
+        # (a constant-velocity prediction, hence twice the tolerance of a keyframe's own pose)
+        if not self._agrees_with_map(wid, T, predict_pose(self.traj, frame.stamp_ns), slack=2.0):
+            return None
         self._activate(wid, frame.stamp_ns)
         return r, T
 
