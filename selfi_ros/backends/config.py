@@ -101,7 +101,7 @@ class ColmapBackendConfig:
     pairs_per_keyframe: int = 4  # each anchor is matched with this many following anchors (pairs; cost: 1 match each)
     grow_windows: bool = True  # register a window's new anchors into the previous window's model (else SfM from scratch)
     ba_local_num_images: int = 6  # images in COLMAP's local bundle adjustment (BA window; cost grows with it)
-    min_tri_angle_deg: float = 0.5  # least triangulation angle of a kept 3D point (deg; COLMAP 1.5, too few on rotation)
+    min_tri_angle_deg: float = 1.5  # least triangulation angle of a kept 3D point (deg; 0.5 poses more of a rotating camera)
     track_non_keyframes: bool = True  # pose frames by KLT tracking of window points + PnP (SIFT only as fallback)
     track_max_points: int = 300  # most window points tracked per frame (points; KLT cost grows linearly)
     track_min_points: int = 40  # fewer inlier tracks: the frame is SIFT-localized too, the better pose re-seeds (points)
