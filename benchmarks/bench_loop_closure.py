@@ -192,7 +192,24 @@ def _f(v, spec="{:.3g}"):
     return "-" if v is None else spec.format(v) if isinstance(v, float) else str(v)
 
 
+def _code_state() -> str:
+    """The checkout's commit and its uncommitted changes under selfi_ros/ (the figures depend on them)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--short", "--", "selfi_ros"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "code: unknown"
+    changed = [x for x in dirty if "/" in x]
+    return f"code: {head}" + (f" with uncommitted changes in {', '.join(changed)}" if changed else "")
+
+
 def report(path, argv, meta, a, base, b, c, load0) -> None:
+    from selfi_ros.backends.config import ColmapBackendConfig
+
     L = [f"## Loop closure, map reuse, false loops: colmap backend on a rendered loop "
          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
          f"Command: `.venv/bin/python benchmarks/bench_loop_closure.py {' '.join(argv)}`. Machine: {os.cpu_count()} "
@@ -200,7 +217,8 @@ def report(path, argv, meta, a, base, b, c, load0) -> None:
          f"{meta['frames']} views ({meta['views_per_lap']} per lap, laps (radius, height) {meta['laps']}), "
          f"{meta['width']}x{meta['height']}, {meta['render_s_per_view']:.2f} s per view to render; "
          f"ground truth checked to {meta['verify_px']:.2f} px. Engine: EngineConfig defaults, keyframe flow "
-         "scaled to the width. Extent: diagonal of the ground-truth camera centres' bounding box.", ""]
+         "scaled to the width. Extent: diagonal of the ground-truth camera centres' bounding box.", "",
+         f"{_code_state()}; ColmapBackendConfig {ColmapBackendConfig()}.", ""]
     if a:
         L += ["**(a) both laps in order** (targets: 0 map segments, >= 1 loop closure, ATE <= 0.5 % of extent)", "",
               "| | ours (Engine + ColmapBackend) | pycolmap, all views at once (exhaustive pairs) |", "|---|---|---|"]
