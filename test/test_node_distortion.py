@@ -95,6 +95,6 @@ def test_distorted_camera_info_gives_rectified_frames_over_dds(ros, tmp_path, mo
         d = [m for m in c.get("/diagnostics") if m.status and m.status[0].name.startswith("selfi_node")]
         return int(diag_values(d[-1]).get("count_unsupported_camera_model", 0)) if d else 0
 
-    assert c.wait_for(lambda: count() >= 3, 10, node), node.log()[-3000:]
+    assert c.wait_for(lambda: count() >= 3, 30, node), node.log()[-3000:]  # generous: a loaded CI machine
     assert "unsupported_camera_model" in node.log() and "kannala_brandt" in node.log()
     assert len(glob.glob(str(rec / "*[0-9].npz"))) == n_before
