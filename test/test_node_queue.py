@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from selfi_ros.ros.input import ThinningQueue as _ThinningQueue
+from selfi_ros.ros.frame_queue import ThinningQueue as _ThinningQueue
 
 
 def items(n, dt=100):

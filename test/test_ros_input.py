@@ -462,7 +462,8 @@ def test_map_restarts_split_batches_and_thinning_across_a_jump():
     restart. ThinningQueue: gaps are absolute, so a jump back does not look like the smallest gap."""
     from types import SimpleNamespace
 
-    from selfi_ros.ros.input import InputEvent, MapRestarts, ThinningQueue
+    from selfi_ros.ros.frame_queue import MapRestarts, ThinningQueue
+    from selfi_ros.ros.input import InputEvent
 
     r, calls = MapRestarts(warn_s=30.0), []
     fr = [SimpleNamespace(stamp_ns=s) for s in (10, 11, 12, 0, 1)]
@@ -472,7 +473,7 @@ def test_map_restarts_split_batches_and_thinning_across_a_jump():
     for f in fr[3:]:
         r.queued(f)
     parts = []
-    for part in r.segments(fr, lambda: calls.append(len(parts))):
+    for part in r.segments(fr, lambda why: calls.append(len(parts))):
         parts.append([f.stamp_ns for f in part])
     assert parts == [[10, 11, 12], [0, 1]] and calls == [1]  # reset after the first part, before the second
     assert r.warnings(110.0) == ["new map 10 s ago after time_jump: back 10 s"] and r.warnings(130.0) == []
@@ -481,13 +482,17 @@ def test_map_restarts_split_batches_and_thinning_across_a_jump():
     r.queued(a)
     r.queued(b)
     r.forget(a)  # thinned away: b still starts the new map
-    assert [[f.stamp_ns for f in p] for p in r.segments([b], lambda: calls.append("b"))] == [[6]] and calls[-1] == "b"
+    assert [[f.stamp_ns for f in p] for p in r.segments([b], lambda why: calls.append(why))] == [[6]] and calls[-1] == "time_jump"
+    r.request(InputEvent("restart", "resolution_change", ""), 0.0)
+    d = SimpleNamespace(stamp_ns=8)
+    r.queued(d)
+    assert list(r.segments([d], lambda why: calls.append(why))) == [[d]] and calls[-1] == "resolution_change"
     r.request(InputEvent("restart", "time_jump", ""), 0.0)
     r.reset()  # ~/reset: the pending restart is absorbed
     c = SimpleNamespace(stamp_ns=7)
     r.queued(c)
     n = len(calls)
-    assert list(r.segments([c], lambda: calls.append("c"))) == [[c]] and len(calls) == n
+    assert list(r.segments([c], lambda why: calls.append("c"))) == [[c]] and len(calls) == n
     q = ThinningQueue(4)
     for f in fr[:4]:
         assert q.put(f) is None

@@ -173,6 +173,7 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
             self._frontier, self._frontier_misses = None, 0  # the backend's window left for a revisit
             self._camera = None  # (K, width, height) of the first frame with intrinsics
             self.map_info: dict = {}  # metadata of a loaded map
+            self._relocalize_first = False  # restart_stream(): relocalize frames before a first window
             self._status = EngineStatus(backend=str(self.backend.name),
                                         random_weights=bool(self.backend.random_weights),
                                         map_voxel_size=c.voxel_size)
@@ -295,6 +296,8 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
             self._status.frames_skipped += 1
             return out
         if self._T_map_window is None:
+            if self._relocalize_first and self._restart_relocalized(frame, kf, out):
+                return out
             return self._first_window_step(frame, kf, out)
         if kf is None and not c.localize_non_keyframes:
             return out

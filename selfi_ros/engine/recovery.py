@@ -321,6 +321,48 @@ class Relocalization:
         self._activate(wid, frame.stamp_ns)
         return r, T
 
+    def restart_stream(self) -> bool:
+        """The stream restarted (a time jump back: a bag replayed or looped, a driver restart, a simulated
+        clock reset) and the map is to be kept: the window database, pose graph, map cloud, trajectory,
+        scale and counters stay; the stream state (keyframes, held frames, the current window, the stamp
+        order, odometry) is forgotten, and each next frame is relocalized against the stored windows
+        (:meth:`_relocalize`) until one succeeds - the camera then goes on in the same map frame - or a
+        first window of its own is made (a new map segment that a relocalization or loop closure merges
+        later, as after :meth:`load_map`). Poses of repeated stamps replace the earlier ones in the
+        trajectory. Returns False, after a full :meth:`reset`, when there is no map to keep (a backend
+        without window memories, or no window yet)."""
+        with self._lock:
+            if self.db is None or not len(self.db) or not len(self.graph.nodes):
+                self.reset()
+                return False
+            kept = (self.db, self.graph, self.map, self.traj, self._status, self._next_window_id, self._camera,
+                    self.map_info, self._metric_scale, self.scale)
+            self.db = None  # reset() must not clear the kept database
+            self.reset()
+            if self.db is not None:
+                self.db.clear()
+            (self.db, self.graph, self.map, self.traj, self._status, self._next_window_id, self._camera,
+             self.map_info, self._metric_scale, self.scale) = kept
+            self.db.pinned = None
+            self._relocalize_first = True
+            self._status.state = "lost"
+            return True
+
+    def _restart_relocalized(self, frame: Frame, kf: Optional[Keyframe], out) -> bool:
+        """After :meth:`restart_stream`, before a first window: relocalize ``frame`` against the stored
+        windows; on success the found window is current (the camera goes on in the map frame), the pose is
+        in ``out`` and True is returned."""
+        got = self._relocalize(frame)
+        if got is None:
+            return False
+        r, T = got
+        self._relocalize_first = False
+        self._consecutive_failures = 0
+        self._status.state = "mapping"
+        out.poses.append(self._output_pose(self._pose_in_window(frame, r, T, kf)))
+        out.metric = self.metric
+        return True
+
     def _localization_only_step(self, frame: Frame, out) -> None:
         """Localization-only mode: ``frame`` against the current stored window, else (failure or too few
         inliers) relocalization against the whole database. No window is made."""

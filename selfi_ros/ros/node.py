@@ -15,7 +15,7 @@ worker hands all waiting frames to the engine at once (``process_frames`` locali
 It tells the engine when it is idle (``set_idle``: the backend's background work, e.g. online adapter
 training, runs only then). Every rejection or drop is logged (throttled) and counted by reason
 (``~/status``, ``/diagnostics``, derived in :mod:`selfi_ros.ros.status`); a time jump starts a new map
-(:class:`~selfi_ros.ros.input.MapRestarts`).
+(:class:`~selfi_ros.ros.frame_queue.MapRestarts`).
 
 Outputs (:mod:`selfi_ros.ros.outputs`), stamped with the image stamp: ``/tf`` (REP-105: ``map -> odom``
 with odometry, ``map -> base_link`` with a URDF camera, else ``map -> camera``; parameter ``publish_tf``),
@@ -52,7 +52,8 @@ from selfi_ros.engine.status import BackendStatus, EngineStatus
 from selfi_ros.engine.types import Frame
 from selfi_ros.ros import conversions as cv
 from selfi_ros.ros import status as st
-from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent, MapRestarts, ThinningQueue
+from selfi_ros.ros.frame_queue import MapRestarts, ThinningQueue
+from selfi_ros.ros.input import FrameInput, InputConfig, InputEvent
 from selfi_ros.ros.outputs import NodeOutputs
 from selfi_ros.ros.params import check_topic_names, declare_parameters, make_backend_from_config, unknown_overrides
 from selfi_ros.ros.runtime_params import RuntimeParameters, declare_model_info
@@ -278,7 +279,7 @@ class SelfiNode:
             self.runtime_params.apply_engine_updates()
             batch = self._next_batch()
             self.engine.set_idle(not batch and len(self._queue) == 0)
-            for part in self.restarts.segments(batch, lambda: self._reset(keep_input=True)):
+            for part in self.restarts.segments(batch, self._new_map):
                 while self._odom_in:
                     self.engine.add_odometry(self._odom_in.popleft())
                 outs = self._run_engine(part)
@@ -419,6 +420,16 @@ class SelfiNode:
         self.pub_diag.publish(arr)
 
     # --------------------------------------------------------------------------------- services
+    def _new_map(self, reason: str) -> None:
+        """A restart from the input (worker thread): after a time jump with ``time_jump_action:=relocalize``
+        and a backend with window memories the map is kept and the next frames relocalize in it
+        (:meth:`Engine.restart_stream`); otherwise (``new_map``, a resolution change) a new map begins."""
+        if reason == "time_jump" and self.cfg.time_jump_action == "relocalize" and self.engine.restart_stream():
+            self.log.warning("time jump: map kept (time_jump_action=relocalize), relocalizing against it")
+            self._refresh_status()
+            return
+        self._reset(keep_input=True)
+
     def _reset(self, keep_input: bool = False) -> int:
         """``~/reset`` in the worker thread: returns the queued frames dropped. It forgets the windows, the
         map, the trajectory, ``~/path``, the stamp order and zeroes the node's counters (``frames_in``,

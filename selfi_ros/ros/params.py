@@ -27,7 +27,7 @@ NODE_NAME = "selfi_node"
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 QOS_PROFILES = ("sensor_data", "reliable")
-TIME_JUMP_ACTIONS = ("new_map",)
+TIME_JUMP_ACTIONS = ("new_map", "relocalize")
 TF_MODES = ("auto", "map_to_camera", "map_to_odom", "map_to_base_link", "none")
 
 
@@ -51,7 +51,7 @@ class NodeConfig:
     resolution_change_frames: int = 5  # a new image size starts a new map after this many images of it in a row
     rectify: bool = True  # undistort images with the CameraInfo D, R, P; false: already rectified (image_rect), K = P
     time_jump_threshold_s: float = 1.0  # a stamp this far before the last one is a time jump, not a late frame (s)
-    time_jump_action: str = "new_map"  # after a time jump: new_map (reset the engine and the stamp order)
+    time_jump_action: str = "new_map"  # after a time jump: new_map (reset the engine) or relocalize (keep the map, relocalize in it)
     # frames (REP-105 / REP-103)
     map_frame: str = "map"  # fixed frame of poses and clouds
     odom_frame: str = "odom"  # odometry frame (map -> odom mode)
