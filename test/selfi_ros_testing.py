@@ -293,3 +293,42 @@ def publish_image_pairs(client, pi, pc, stamps_ns: Sequence[int], gap_s: float =
         pi.publish(im)
         client.wait_for(lambda: False, gap_s)
     return stamps
+
+
+def tum_folder_from_messages(root, image_messages) -> str:
+    """A TUM RGB-D folder (``rgb/<stamp>.jpg`` with the messages' JPEG bytes, ``rgb.txt``) under ``root``
+    (a pathlib.Path) from bag records of ``CompressedImage`` messages, with the committed real sample's
+    calibration YAML and ground truth beside it. Returns ``root``."""
+    import shutil
+
+    from selfi_ros.data import TUM_SAMPLE_CAMERA_YAML, TUM_SAMPLE_GT
+    from selfi_ros.ros.conversions import stamp_to_ns
+
+    (root / "rgb").mkdir(parents=True)
+    lines = ["# color images", "# timestamp filename"]
+    for m in image_messages:
+        s, ns = divmod(stamp_to_ns(m.message.header.stamp), 10**9)
+        name = f"rgb/{s}.{ns // 1000:06d}.jpg"
+        (root / name).write_bytes(bytes(m.message.data))
+        lines.append(f"{s}.{ns // 1000:06d} {name}")
+    (root / "rgb.txt").write_text("\n".join(lines) + "\n")
+    shutil.copyfile(TUM_SAMPLE_CAMERA_YAML, root / "camera_info.yaml")
+    shutil.copyfile(TUM_SAMPLE_GT, root / "groundtruth.txt")
+    return root
+
+
+def publish_bag_images(client, pi, pc, bag: str, n_images: int, gap_s: float = 0.2) -> int:
+    """Publish a bag's ``/camera/image_raw/compressed`` and ``/camera/camera_info`` records in their order
+    through ``pi`` / ``pc`` (``client``'s publishers), ``gap_s`` after each image, until ``n_images`` images
+    went out. Returns the images sent."""
+    from selfi_ros.ros.bag import read_messages
+
+    sent = 0
+    for m in read_messages(bag, topics=["/camera/image_raw/compressed", "/camera/camera_info"]):
+        (pi if m.topic.endswith("compressed") else pc).publish(m.message)
+        if m.topic.endswith("compressed"):
+            sent += 1
+            client.wait_for(lambda: False, gap_s)
+        if sent >= n_images:
+            break
+    return sent

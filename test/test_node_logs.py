@@ -15,8 +15,7 @@ status_mod = pytest.importorskip("selfi_ros.msg", reason="selfi_ros interfaces n
 from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
 
 from selfi_ros.data import SAMPLE_BAG  # noqa: E402
-from selfi_ros.ros.bag import read_messages  # noqa: E402
-from selfi_ros_testing import NodeProcess, RosClient, free_domain_id  # noqa: E402
+from selfi_ros_testing import NodeProcess, RosClient, free_domain_id, publish_bag_images  # noqa: E402
 
 #: node log lines allowed per window built, and once (start-up, TF mode, shutdown)
 LINES_PER_WINDOW = 3
@@ -36,15 +35,7 @@ def test_node_logs_a_few_lines_per_window(tmp_path):
         pc = c.publisher(CameraInfo, "/camera/camera_info")
         assert c.wait_subscribers(pi, timeout=60, node=node) and c.wait_subscribers(pc, node=node), node.log()[-2000:]
         c.wait_for(lambda: False, 0.5)
-        msgs = [m for m in read_messages(SAMPLE_BAG, topics=["/camera/image_raw/compressed", "/camera/camera_info"])]
-        sent = 0
-        for m in msgs:
-            (pi if m.topic.endswith("compressed") else pc).publish(m.message)
-            if m.topic.endswith("compressed"):
-                sent += 1
-                c.wait_for(lambda: False, 0.2)
-            if sent >= 24:
-                break
+        publish_bag_images(c, pi, pc, SAMPLE_BAG, 24)
         assert c.wait_for(lambda: any(s.windows >= 3 for s in c.get("/selfi_node/status")), 240, node), \
             node.log()[-3000:]
         c.wait_for(lambda: False, 1.0)

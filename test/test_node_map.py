@@ -16,8 +16,7 @@ srv = pytest.importorskip("selfi_ros.srv", reason="selfi_ros interfaces not buil
 from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
 
 from selfi_ros.data import SAMPLE_BAG  # noqa: E402
-from selfi_ros.ros.bag import read_messages  # noqa: E402
-from selfi_ros_testing import NodeProcess, RosClient, free_domain_id  # noqa: E402
+from selfi_ros_testing import NodeProcess, RosClient, free_domain_id, publish_bag_images  # noqa: E402
 
 PARAMS = dict(backend="colmap", image_transport="compressed", qos="reliable", window_size=4, window_overlap=2,
               window_max_keyframes=4, keyframe_max_interval_s=0.4, keyframe_min_interval_s=0.0, num_threads=1,
@@ -43,14 +42,7 @@ def test_save_map_then_load_map_and_map_path(tmp_path):
         pc = c.publisher(CameraInfo, "/camera/camera_info")
         assert c.wait_subscribers(pi, timeout=60, node=node) and c.wait_subscribers(pc, node=node), node.log()[-2000:]
         c.wait_for(lambda: False, 0.5)
-        sent = 0
-        for m in read_messages(SAMPLE_BAG, topics=["/camera/image_raw/compressed", "/camera/camera_info"]):
-            (pi if m.topic.endswith("compressed") else pc).publish(m.message)
-            if m.topic.endswith("compressed"):
-                sent += 1
-                c.wait_for(lambda: False, 0.2)
-            if sent >= 16:
-                break
+        publish_bag_images(c, pi, pc, SAMPLE_BAG, 16)
         assert c.wait_for(lambda: any(s.windows >= 2 for s in c.get("/selfi_node/status")), 240, node), \
             node.log()[-3000:]
         r = _request(c, srv.SaveMap, "/selfi_node/save_map", node, path=str(saved))

@@ -126,25 +126,13 @@ def test_frame_sources(tmp_path):
 
 # ------------------------------------------------------------------ the real sample (TUM RGB-D fr1_rpy)
 def _tum_folder_from_sample(root):
-    """The committed real sample back in TUM's layout: rgb/<stamp>.jpg (the bag's JPEG bytes), rgb.txt,
-    camera_info.yaml and groundtruth.txt (the files beside the bag)."""
-    import shutil
-
-    from selfi_ros.data import TUM_SAMPLE_BAG, TUM_SAMPLE_CAMERA_YAML, TUM_SAMPLE_GT
+    """The committed real sample back in TUM's layout (rgb/<stamp>.jpg with the bag's JPEG bytes, rgb.txt,
+    camera_info.yaml and groundtruth.txt)."""
+    from selfi_ros.data import TUM_SAMPLE_BAG
     from selfi_ros.ros.bag import read_messages
-    from selfi_ros.ros.conversions import stamp_to_ns
+    from selfi_ros_testing import tum_folder_from_messages
 
-    (root / "rgb").mkdir(parents=True)
-    lines = ["# timestamp filename"]
-    for m in read_messages(TUM_SAMPLE_BAG, topics=[IMAGE_TOPIC]):
-        s, ns = divmod(stamp_to_ns(m.message.header.stamp), 10**9)
-        name = f"rgb/{s}.{ns // 1000:06d}.jpg"
-        (root / name).write_bytes(bytes(m.message.data))
-        lines.append(f"{s}.{ns // 1000:06d} {name}")
-    (root / "rgb.txt").write_text("\n".join(lines) + "\n")
-    shutil.copyfile(TUM_SAMPLE_CAMERA_YAML, root / "camera_info.yaml")
-    shutil.copyfile(TUM_SAMPLE_GT, root / "groundtruth.txt")
-    return root
+    return tum_folder_from_messages(root, read_messages(TUM_SAMPLE_BAG, topics=["/camera/image_raw/compressed"]))
 
 
 #: bounds of the real-sample test, from measured runs of exactly its command (one COLMAP thread: the runs

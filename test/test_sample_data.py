@@ -306,19 +306,9 @@ def test_tum_reader_rules(tmp_path):
 def _mini_tum_folder(root, tum_messages, n=6):
     """A TUM-layout folder made from the sample: n JPEG files (the bag's bytes), rgb.txt, the calibration
     YAML and the ground-truth file."""
-    import shutil
+    from selfi_ros_testing import tum_folder_from_messages
 
-    (root / "rgb").mkdir(parents=True)
-    lines = ["# color images", "# timestamp filename"]
-    for m in tum_messages[IMAGE_TOPIC][:n]:
-        s, ns = divmod(stamp_to_ns(m.message.header.stamp), 10**9)
-        name = f"rgb/{s}.{ns // 1000:06d}.jpg"
-        (root / name).write_bytes(bytes(m.message.data))
-        lines.append(f"{s}.{ns // 1000:06d} {name}")
-    (root / "rgb.txt").write_text("\n".join(lines) + "\n")
-    shutil.copyfile(TUM_SAMPLE_CAMERA_YAML, root / "camera_info.yaml")
-    shutil.copyfile(TUM_SAMPLE_GT, root / "groundtruth.txt")
-    return root
+    return tum_folder_from_messages(root, tum_messages[IMAGE_TOPIC][:n])
 
 
 @pytest.mark.parametrize("compressed", [False, True])

@@ -61,6 +61,16 @@ class TumImage:
     name: str
 
 
+def _data_lines(path: str):
+    """The data lines of a TUM text file: ``(line number, stripped line, whitespace-split fields)`` for every
+    line that is neither empty nor a ``#`` comment."""
+    with open(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield lineno, line, line.split()
+
+
 def read_image_list(path: str) -> list[TumImage]:
     """Parse a TUM image list (``rgb.txt`` / ``depth.txt``): ``#`` comments, then ``timestamp filename``.
 
@@ -76,21 +86,16 @@ def read_image_list(path: str) -> list[TumImage]:
         raise FileNotFoundError(f"TUM image list not found: {path}")
     base = os.path.dirname(os.path.abspath(path))
     out: list[TumImage] = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'timestamp filename', got {line!r}")
-            try:
-                stamp = parse_stamp_ns(parts[0])
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            if out and stamp <= out[-1].stamp_ns:
-                raise ValueError(f"{path}:{lineno}: timestamp {parts[0]} not after the previous one")
-            out.append(TumImage(stamp, os.path.join(base, parts[1]), parts[1]))
+    for lineno, line, parts in _data_lines(path):
+        if len(parts) < 2:
+            raise ValueError(f"{path}:{lineno}: expected 'timestamp filename', got {line!r}")
+        try:
+            stamp = parse_stamp_ns(parts[0])
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        if out and stamp <= out[-1].stamp_ns:
+            raise ValueError(f"{path}:{lineno}: timestamp {parts[0]} not after the previous one")
+        out.append(TumImage(stamp, os.path.join(base, parts[1]), parts[1]))
     if not out:
         raise ValueError(f"{path}: no images listed")
     return out
@@ -111,23 +116,18 @@ def read_groundtruth(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"TUM ground truth not found: {path}")
     stamps: list[int] = []
     rows: list[list[float]] = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 8:
-                raise ValueError(f"{path}:{lineno}: expected 8 fields 'timestamp tx ty tz qx qy qz qw', "
-                                 f"got {len(parts)}")
-            try:
-                stamps.append(parse_stamp_ns(parts[0]))
-                rows.append([float(x) for x in parts[1:]])
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            q = np.asarray(rows[-1][3:])
-            if not np.all(np.isfinite(rows[-1])) or abs(np.linalg.norm(q) - 1.0) > 1e-3:
-                raise ValueError(f"{path}:{lineno}: non-finite value or non-unit quaternion {q.tolist()}")
+    for lineno, line, parts in _data_lines(path):
+        if len(parts) != 8:
+            raise ValueError(f"{path}:{lineno}: expected 8 fields 'timestamp tx ty tz qx qy qz qw', "
+                             f"got {len(parts)}")
+        try:
+            stamps.append(parse_stamp_ns(parts[0]))
+            rows.append([float(x) for x in parts[1:]])
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        q = np.asarray(rows[-1][3:])
+        if not np.all(np.isfinite(rows[-1])) or abs(np.linalg.norm(q) - 1.0) > 1e-3:
+            raise ValueError(f"{path}:{lineno}: non-finite value or non-unit quaternion {q.tolist()}")
     if not stamps:
         raise ValueError(f"{path}: no poses")
     v = np.asarray(rows, dtype=np.float64)
