@@ -59,7 +59,11 @@ def test_distorted_camera_info_gives_rectified_frames_over_dds(ros, tmp_path, mo
     rec = tmp_path / "frames"
     rec.mkdir()
     monkeypatch.setenv(RECORD_ENV, str(rec))
-    node, c = ros(backend="test_node_distortion:RecordingBackend", qos="reliable", log_throttle_s=0.2)
+    # camera_info_wait_s 5: an image whose CameraInfo is processed late must wait for it rather than take
+    # the latest one (under load the node served CameraInfos > 0.5 s after their images: a kannala_brandt
+    # image then took the previous plumb_bob CameraInfo and was accepted, which is the documented fallback)
+    node, c = ros(backend="test_node_distortion:RecordingBackend", qos="reliable", log_throttle_s=0.2,
+                  camera_info_wait_s=5.0)
     c.record(DiagnosticArray, "/diagnostics")
     pi = c.publisher(Image, "/camera/image_raw")
     pc = c.publisher(CameraInfo, "/camera/camera_info")
