@@ -99,6 +99,13 @@ BENCHMARKS = [
               "loop_closure_cpu.md", "issue 10: colmap backend on a rendered 2-lap loop (loops, ATE vs pycolmap), "
               "map reuse in localization-only mode, false loops (render + TUM)",
               needs=("pycolmap", "cv2", "evo"), timeout_quick_s=1200.0),  # no povray: exits 77 (skipped)
+    Benchmark("loops", "bench_loops.py", ("--laps", "3", "--out", "{out}"), ("--laps", "10", "--out", "{out}"),
+              "loops_cpu.md", "issue 10: oracle backend over many laps (ATE and memory per lap with and without "
+              "window memories; map reuse in localization-only mode)"),
+    Benchmark("tum", "bench_tum.py", ("--every", "12", "--skip", "pycolmap", "--out", "{out}.d", "--report", "{out}"),
+              ("--every", "6", "--out", "{out}.d", "--report", "{out}"), "tum_fr1_rpy_runs.md",
+              "issue 9: TUM fr1_rpy offline with and without the lens model, beside pycolmap on all frames",
+              needs=("pycolmap", "cv2", "evo"), data=("../shared/data/tum_fr1_rpy/rgb.txt",), timeout_quick_s=1200.0),
     Benchmark("official_numerics", "compare_official.py",
               ("--official", "{official}", "numerics", "--size", "reduced", "--device", "{device}", "--json", "{out}"),
               ("--official", "{official}", "numerics", "--size", "full", "--frames", "2", "--hw", "126", "168",
