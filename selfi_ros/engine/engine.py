@@ -165,7 +165,7 @@ class Engine(ig.WindowIntegration, LoopClosure, Relocalization):
                 self.db.clear()
             self.db = (WindowDatabase(self.backend, int(c.window_db_ram_mb * 2 ** 20), c.window_db_max_windows,
                                       c.window_db_spill_dir, int(c.window_db_disk_mb * 2 ** 20))
-                       if bool(getattr(self.backend, "supports_map", False)) else None)
+                       if bool(self.backend.supports_map) else None)
             self.graph = PoseGraph()
             self._loops = LoopDetector(c.loop_min_keyframes)
             self._desc_cache: collections.OrderedDict = collections.OrderedDict()
