@@ -88,7 +88,7 @@ def test_distorted_camera_info_gives_rectified_frames_over_dds(ros, tmp_path, mo
 
     # an unknown distortion model: images rejected, counted, logged - never used as a pinhole camera
     bad = CameraModel(tc.W, tc.H, "kannala_brandt", model.K, D=[0.1, 0.01, 0.0, 0.0])
-    n_before = len(glob.glob(str(rec / "*[0-9].npz")))
+    bad_stamps = {T0 + (10 + k) * DT for k in range(3)}
     for k in range(3):
         t = T0 + (10 + k) * DT
         pc.publish(camera_model_to_camera_info(bad, t, "cam_optical"))
@@ -101,4 +101,6 @@ def test_distorted_camera_info_gives_rectified_frames_over_dds(ros, tmp_path, mo
 
     assert c.wait_for(lambda: count() >= 3, 30, node), node.log()[-3000:]  # generous: a loaded CI machine
     assert "unsupported_camera_model" in node.log() and "kannala_brandt" in node.log()
-    assert len(glob.glob(str(rec / "*[0-9].npz"))) == n_before
+    # none of them reached the backend (a late good frame of the first part may still have been written)
+    recorded = {int(os.path.basename(p).split(".")[0]) for p in glob.glob(str(rec / "*[0-9].npz"))}
+    assert not recorded & bad_stamps, sorted(recorded)
