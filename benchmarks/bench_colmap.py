@@ -101,6 +101,7 @@ def run_pycolmap(frames, K, out_dir: str, gt: str, overlap: int, threads: int) -
     import pycolmap as pc
 
     from selfi_ros.apps.evaluate import evaluate
+    from selfi_ros.engine.io import write_tum_matrices
 
     pc.logging.minloglevel = 1
     img = os.path.join(out_dir, "images")
@@ -144,29 +145,18 @@ def run_pycolmap(frames, K, out_dir: str, gt: str, overlap: int, threads: int) -
         rec = max(recs.values(), key=lambda r: r.num_reg_images())
         res["poses"] = rec.num_reg_images()
         tum = os.path.join(out_dir, "trajectory.tum")
-        lines = []
-        for im in sorted(rec.images.values(), key=lambda i: int(i.name.split(".")[0])):
-            if not im.has_pose:
-                continue
-            T = np.linalg.inv(np.vstack([np.asarray(im.cam_from_world().matrix()), [0, 0, 0, 1]]))
-            q = _quat_xyzw(T[:3, :3])
-            ns = int(im.name.split(".")[0])
-            lines.append(f"{ns // 10**9}.{ns % 10**9:09d} {T[0, 3]:.9f} {T[1, 3]:.9f} {T[2, 3]:.9f} "
-                         f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
-        with open(tum, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        posed = sorted((int(im.name.split(".")[0]), im) for im in rec.images.values() if im.has_pose)
+        write_tum_matrices(tum, [ns for ns, _ in posed],
+                           [np.linalg.inv(np.vstack([np.asarray(im.cam_from_world().matrix()), [0, 0, 0, 1]]))
+                            for _, im in posed])
         try:
             ev = evaluate(tum, gt)
-            res.update(ate_rmse_m=ev.ate_rmse, ate_matched=ev.matched)
+            res.update(ate_rmse_m=ev.ate_rmse, ate_matched=ev.matched, ate_trivial_m=ev.ate_trivial,
+                       rpe_rot_median_deg=ev.rpe_rot_median_deg, rpe_rot_rmse_deg=ev.rpe_rot_rmse_deg,
+                       rpe_rot_trivial_deg=ev.rpe_rot_trivial_deg)
         except (ValueError, FileNotFoundError) as e:
             res["ate_error"] = str(e)
     return res
-
-
-def _quat_xyzw(R):
-    from selfi_ros.geometry.se3 import matrix_to_quat_xyzw
-
-    return matrix_to_quat_xyzw(R)
 
 
 def _fmt(v, spec="{:.3g}"):

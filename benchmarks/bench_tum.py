@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def run_reconstruct(tum: str, every: int, out: Path, rectify: bool, extra: list) -> dict:
@@ -41,75 +42,28 @@ def run_reconstruct(tum: str, every: int, out: Path, rectify: bool, extra: list)
 
 
 def run_pycolmap(tum: str, every: int, out: Path, overlap: int, threads: int) -> dict:
-    import cv2  # before pycolmap (see the project notes: pycolmap first breaks cv2.imwrite PNG)
-    import numpy as np
+    """pycolmap on the selected frames rectified with the folder's calibration (``bench_colmap.run_pycolmap``:
+    one fixed PINHOLE camera, sequential matching, incremental mapping), under this script's key names."""
+    from types import SimpleNamespace
 
-    from selfi_ros.apps.evaluate import evaluate
+    from bench_colmap import run_pycolmap as pycolmap_all_frames
     from selfi_ros.data.camera_model import CameraModel, Rectifier
     from selfi_ros.data.tum import TumSequence, load_rgb
-    from selfi_ros.engine.io import write_tum_matrices
 
     import pycolmap
 
-    pycolmap.logging.minloglevel = 1  # COLMAP's INFO log off (warnings and errors stay)
     seq = TumSequence.open(tum)
     images = seq.select(0.0, 0.0, every)
     rect = Rectifier(CameraModel.from_yaml(seq.camera_yaml))
-    img_dir = out / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    stamp_of = {}
-    for im in images:
-        rgb, K = rect.rectify(load_rgb(im.path))
-        name = f"{im.stamp_ns}.png"
-        cv2.imwrite(str(img_dir / name), rgb[:, :, ::-1])
-        stamp_of[name] = im.stamp_ns
-    K = rect.K_rect
-    db = out / "database.db"
-    if db.exists():
-        db.unlink()
-    t0 = time.monotonic()
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = "PINHOLE"
-    reader.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
-    ext = pycolmap.FeatureExtractionOptions()
-    ext.num_threads = threads
-    pycolmap.extract_features(str(db), str(img_dir), camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                              extraction_options=ext)
-    t_feat = time.monotonic() - t0
-    pairing = pycolmap.SequentialPairingOptions()
-    pairing.overlap = overlap
-    mo = pycolmap.FeatureMatchingOptions()
-    mo.num_threads = threads
-    pycolmap.match_sequential(str(db), pairing_options=pairing, matching_options=mo)
-    t_match = time.monotonic() - t0 - t_feat
-    opts = pycolmap.IncrementalPipelineOptions()
-    opts.num_threads = threads
-    opts.ba_refine_focal_length = False
-    opts.ba_refine_principal_point = False
-    opts.ba_refine_extra_params = False
-    recs = pycolmap.incremental_mapping(str(db), str(img_dir), str(out / "sparse"), options=opts)
-    run_s = time.monotonic() - t0
-    if not recs:
-        return {"registered": 0, "frames": len(images), "run_time_s": run_s}
-    rec = max(recs.values(), key=lambda r: r.num_reg_images())
-    stamps, Ts = [], []
-    for img in rec.images.values():
-        if not img.has_pose:
-            continue
-        M = np.eye(4)
-        cfw = img.cam_from_world() if callable(img.cam_from_world) else img.cam_from_world
-        M[:3, :] = cfw.matrix()
-        stamps.append(stamp_of[img.name])
-        Ts.append(np.linalg.inv(M))
-    order = np.argsort(stamps)
-    traj = out / "trajectory.tum"
-    write_tum_matrices(str(traj), [stamps[i] for i in order], [Ts[i] for i in order])
-    res = evaluate(str(traj), seq.groundtruth_path)
-    return {"frames": len(images), "registered": len(stamps), "models": len(recs), "run_time_s": run_s,
-            "features_s": t_feat, "matching_s": t_match, "ate_rmse": res.ate_rmse, "ate_trivial": res.ate_trivial,
-            "ate_matched": res.matched, "rpe_rot_median_deg": res.rpe_rot_median_deg,
-            "rpe_rot_rmse_deg": res.rpe_rot_rmse_deg, "rpe_rot_trivial_deg": res.rpe_rot_trivial_deg,
-            "matcher": f"sequential, overlap {overlap}", "pycolmap": pycolmap.__version__}
+    frames = [SimpleNamespace(stamp_ns=im.stamp_ns, image=rect.rectify(load_rgb(im.path))[0]) for im in images]
+    out.mkdir(parents=True, exist_ok=True)
+    r = pycolmap_all_frames(frames, rect.K_rect, str(out), seq.groundtruth_path, overlap, threads)
+    return {"frames": r["frames"], "registered": r["poses"], "models": r["models"], "run_time_s": r["wall_s"],
+            "features_s": r["extract_s"], "matching_s": r["match_s"], "ate_rmse": r.get("ate_rmse_m"),
+            "ate_trivial": r.get("ate_trivial_m"), "ate_matched": r.get("ate_matched"),
+            "rpe_rot_median_deg": r.get("rpe_rot_median_deg"), "rpe_rot_rmse_deg": r.get("rpe_rot_rmse_deg"),
+            "rpe_rot_trivial_deg": r.get("rpe_rot_trivial_deg"), "matcher": f"sequential, overlap {overlap}",
+            "pycolmap": pycolmap.__version__}
 
 
 def main(argv=None) -> int:
