@@ -28,8 +28,6 @@ import threading
 from typing import Any, Callable, Optional, Union
 
 from selfi_ros.atomic import atomic_write_text
-from selfi_ros.engine.backend import MapNotSupported
-from selfi_ros.engine.map_store import MapLoadError
 
 
 class WorkerCommands:
@@ -179,13 +177,7 @@ def save_map_folder(sn, out_dir: str) -> str:
         raise RuntimeError(f"outputs written, reusable map not: {saved['map_error']}")
     if isinstance(saved, dict) and saved.get("map_dir"):
         notes.append("reusable map in map/")
-    elif getattr(sn.engine, "db", None) is None and hasattr(sn.engine, "save_map"):  # an engine whose save does not
-        try:
-            sn.engine.save_map(os.path.join(out_dir, "map"))
-            notes.append("reusable map in map/")
-        except (MapLoadError, MapNotSupported) as e:  # no memories / no window yet: noted, not a failure
-            notes.append(f"no reusable map: {e}")
-    else:
+    else:  # Engine.save wrote no map: nothing a second attempt could write
         notes.append("no reusable map (the backend keeps no window memories, or no window yet)")
     files = sorted(os.path.basename(str(v)) for v in saved.values()) if isinstance(saved, dict) else saved
     return f"{files}" + (f"; {'; '.join(notes)}" if notes else "")
